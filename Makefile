@@ -1,0 +1,106 @@
+# dupcache: page cache duplicated across reflinked files.
+#
+#   make            build ./dupcache
+#   make deps       install the Debian 12 packages everything here needs
+#   make test       unit + integration tests (as root, for real)
+#   make asan       the same tests against an ASan/UBSan build
+#   make demo       loop-mounted XFS/btrfs demo
+#   make bench      benchmarks (prints a table)
+#   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+PYTHON   ?= /usr/bin/python3
+
+OUT      := build
+ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+PKGS     := libbpf json-c
+WARN     := -Wall -Wextra -Werror
+CFLAGS   ?= -O2 -g
+CFLAGS   += $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
+              -Wno-unused-parameter -Wno-missing-declarations -I. -Iinclude
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c
+LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
+APP_OBJS := $(OUT)/main.o $(OUT)/report.o
+
+# Debian 12 packages: build, run, test, demo, bench.
+DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-dev \
+            libjson-c-dev libncurses-dev libcmocka-dev xfsprogs btrfs-progs \
+            util-linux python3 tmux fio
+
+.PHONY: all deps test unit-test integration-test asan demo bench vmlinux install clean
+
+all: dupcache
+
+dupcache: $(APP_OBJS) $(LIB_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(OUT):
+	mkdir -p $@
+
+$(OUT)/%.bpf.o: bpf/%.bpf.c include/dupcache.h vmlinux.h | $(OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(OUT)/%.skel.h: $(OUT)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
+
+$(OUT)/%.o: src/%.c $(wildcard src/*.h) include/dupcache.h $(SKELS) | $(OUT)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# Unit tests link the pure modules only.
+$(OUT)/test_%: tests/unit/test_%.c $(LIB_OBJS)
+	$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDLIBS) -lcmocka
+
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/%,$(wildcard tests/unit/test_*.c))
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+unit-test: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do $$t; done
+
+integration-test: dupcache
+	$(PYTHON) tests/test_integration.py --bin ./dupcache
+
+test: deps
+	$(MAKE) all $(UNIT_TESTS)
+	bash tests/run_all.sh ./dupcache $(UNIT_TESTS)
+
+asan: deps
+	$(MAKE) clean
+	$(MAKE) all $(UNIT_TESTS) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		LDFLAGS="-fsanitize=address,undefined"
+	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./dupcache $(UNIT_TESTS)
+
+demo: deps
+	$(MAKE) all
+	bash tests/demo.sh ./dupcache
+
+bench: deps
+	$(MAKE) all
+	bash bench/run.sh ./dupcache
+
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
+
+install: dupcache
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 dupcache $(DESTDIR)$(BINDIR)/dupcache
+
+clean:
+	rm -rf $(OUT) dupcache

@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dupcache detection engine: keeps, in the kernel, the number of resident
+ * page-cache copies of every shared physical page of the tracked files.
+ *
+ * Nothing is sent to userspace per event: the loader reads the counters
+ * (all in mmapped arrays) when it wants them.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "dupcache.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Sizes are set by the loader before load, from the extent map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct dc_inode_key);
+	__type(value, __u32);
+} tracked SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_file);
+} files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_segment);
+} segments SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} resident SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64); /* two 32-bit counters: array values are 8-aligned */
+} slot_copies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_file_stats);
+} file_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_group_stats);
+} group_stats SEC(".maps");
+
+/* Superblocks (s_dev) of the scanned trees: a clone landing there is news. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u8);
+} watched_sb SEC(".maps");
+
+struct dc_totals totals;
+const volatile __u32 page_shift = 12;
+/* Set by the loader while it rewrites the maps; accounting waits. */
+volatile __u32 paused;
+
+/* 6.1 keeps a large folio's page count here; 6.18 calls it _nr_pages. */
+struct folio___v61 {
+	unsigned int _folio_nr_pages;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 folio_pages(struct folio *folio)
+{
+	unsigned long flags = 0;
+
+	bpf_core_read(&flags, sizeof(flags), &folio->flags);
+	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 1;
+	if (bpf_core_field_exists(folio->_nr_pages))
+		return BPF_CORE_READ(folio, _nr_pages);
+	return BPF_CORE_READ((struct folio___v61 *)folio, _folio_nr_pages);
+}
+
+static __always_inline void raise_peak(__u64 dup)
+{
+	/* Bounded compare-and-swap: a lost race only under-reports by one. */
+	for (int i = 0; i < 4; i++) {
+		__u64 peak = totals.peak_dup;
+
+		if (dup <= peak)
+			return;
+		if (__sync_val_compare_and_swap(&totals.peak_dup, peak, dup) == peak)
+			return;
+	}
+}
+
+struct range_ctx {
+	struct dc_file *file;
+	struct dc_file_stats *stats;
+	__u32 file_id;
+	int delta;          /* +1 page added, -1 page removed */
+	__u64 index;        /* first page of the range */
+	/* Cursor on the segment found last: folios walk pages in order. */
+	__u64 seg_lpage;
+	__u64 seg_end;
+	__u64 seg_slot;
+};
+
+/* Find the segment holding file page idx; false when it maps to no slot. */
+static __always_inline bool find_segment(struct range_ctx *c, __u64 idx)
+{
+	__u32 lo = 0, hi = c->file->seg_count, first = c->file->seg_first;
+
+	if (idx >= c->seg_lpage && idx < c->seg_end)
+		return true;
+	/* The last segment starting at or before idx. */
+	for (int i = 0; i < DC_SEG_SEARCH_STEPS && lo < hi; i++) {
+		__u32 mid = lo + (hi - lo) / 2, key = first + mid;
+		struct dc_segment *s = bpf_map_lookup_elem(&segments, &key);
+
+		if (!s) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return false;
+		}
+		if (s->lpage <= idx)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return false;
+	__u32 key = first + lo - 1;
+	struct dc_segment *s = bpf_map_lookup_elem(&segments, &key);
+
+	if (!s || idx >= s->lpage + s->npages)
+		return false;
+	c->seg_lpage = s->lpage;
+	c->seg_end = s->lpage + s->npages;
+	c->seg_slot = s->slot;
+	return true;
+}
+
+static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
+{
+	__u32 group = c->file->group, word;
+	struct dc_group_stats *g;
+	__u32 *copies, old;
+	__u64 slot, *pair;
+
+	if (!find_segment(c, idx))
+		return;
+	slot = c->seg_slot + (idx - c->seg_lpage);
+	word = slot / 2;
+	pair = bpf_map_lookup_elem(&slot_copies, &word);
+	g = bpf_map_lookup_elem(&group_stats, &group);
+	if (!pair || !g) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return;
+	}
+	copies = (__u32 *)pair + (slot & 1);
+	if (c->delta > 0) {
+		old = __sync_fetch_and_add(copies, 1);
+		__sync_fetch_and_add(&c->stats->shared_copies, 1);
+		__sync_fetch_and_add(&g->copies, 1);
+		__sync_fetch_and_add(&totals.copies, 1);
+		if (old >= 1) {
+			__sync_fetch_and_add(&g->dup, 1);
+			raise_peak(__sync_fetch_and_add(&totals.dup, 1) + 1);
+		}
+	} else {
+		old = __sync_fetch_and_add(copies, (__u32)-1);
+		__sync_fetch_and_add(&c->stats->shared_copies, (__u64)-1);
+		__sync_fetch_and_add(&g->copies, (__u64)-1);
+		__sync_fetch_and_add(&totals.copies, (__u64)-1);
+		if (old >= 2) {
+			__sync_fetch_and_add(&g->dup, (__u64)-1);
+			__sync_fetch_and_add(&totals.dup, (__u64)-1);
+		}
+	}
+}
+
+static int account_page(__u32 i, struct range_ctx *c)
+{
+	__u64 idx = c->index + i, bit, mask, old;
+	__u32 word;
+	__u64 *w;
+
+	if (idx >= c->file->npages) {
+		/* Grown since the scan: the loader must map it first. */
+		__sync_fetch_and_add(&totals.beyond_map, 1);
+		__sync_fetch_and_add(&totals.changes, 1);
+		return 1;
+	}
+	bit = c->file->bit_base + idx;
+	word = bit / 64;
+	mask = 1ULL << (bit & 63);
+	w = bpf_map_lookup_elem(&resident, &word);
+	if (!w) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return 1;
+	}
+	/* The bit makes add and remove idempotent: seeding may race events. */
+	if (c->delta > 0) {
+		old = __sync_fetch_and_or(w, mask);
+		if (old & mask)
+			return 0;
+		__sync_fetch_and_add(&c->stats->resident, 1);
+		__sync_fetch_and_add(&totals.resident, 1);
+	} else {
+		old = __sync_fetch_and_and(w, ~mask);
+		if (!(old & mask))
+			return 0;
+		__sync_fetch_and_add(&c->stats->resident, (__u64)-1);
+		__sync_fetch_and_add(&totals.resident, (__u64)-1);
+	}
+	if (c->file->seg_count)
+		account_copy(c, idx);
+	return 0;
+}
+
+static __always_inline void account_range(__u32 file_id, __u64 index,
+					  __u64 npages, int delta)
+{
+	struct range_ctx c = { .file_id = file_id, .delta = delta, .index = index };
+
+	c.file = bpf_map_lookup_elem(&files, &file_id);
+	c.stats = bpf_map_lookup_elem(&file_stats, &file_id);
+	if (!c.file || !c.stats) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return;
+	}
+	bpf_loop(npages, account_page, &c, 0);
+}
+
+static __always_inline void note_change(void)
+{
+	__sync_fetch_and_add(&totals.changes, 1);
+}
+
+static __always_inline __u32 *tracked_file(struct inode *inode)
+{
+	struct dc_inode_key key = {};
+
+	if (!inode)
+		return NULL;
+	key.ino = inode->i_ino;
+	key.dev = inode->i_sb->s_dev;
+	return bpf_map_lookup_elem(&tracked, &key);
+}
+
+static __always_inline int on_folio(struct folio *folio, int delta)
+{
+	struct address_space *mapping = folio->mapping;
+	struct inode *host;
+	__u64 npages;
+	__u32 *fid;
+
+	if (!mapping)
+		return 0;
+	host = mapping->host;
+	fid = tracked_file(host);
+	if (!fid)
+		return 0;
+	npages = folio_pages(folio);
+	/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
+	if (delta < 0 && (!host->i_nlink ||
+			  folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift))
+		note_change();
+	if (delta > 0)
+		__sync_fetch_and_add(&totals.added, npages);
+	else
+		__sync_fetch_and_add(&totals.removed, npages);
+	if (paused) {
+		__sync_fetch_and_add(&totals.paused_events, 1);
+		return 0;
+	}
+	if (npages > DC_MAX_FOLIO_PAGES) {
+		__sync_fetch_and_add(&totals.oversize_folio, 1);
+		__sync_fetch_and_add(&totals.changes, 1);
+		return 0;
+	}
+	account_range(*fid, folio->index, npages, delta);
+	/* Window counters per file, after the range so stats exist. */
+	struct dc_file_stats *st = bpf_map_lookup_elem(&file_stats, fid);
+
+	if (st) {
+		if (delta > 0)
+			__sync_fetch_and_add(&st->added, npages);
+		else
+			__sync_fetch_and_add(&st->removed, npages);
+	}
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_add_to_page_cache")
+int BPF_PROG(folio_added, struct folio *folio)
+{
+	return on_folio(folio, 1);
+}
+
+SEC("tp_btf/mm_filemap_delete_from_page_cache")
+int BPF_PROG(folio_removed, struct folio *folio)
+{
+	return on_folio(folio, -1);
+}
+
+/*
+ * Change detection: the loader re-reads extents when `totals.changes` moves.
+ * A dirtied page of a tracked file may be copied on write; a page removed
+ * past EOF or from an unlinked inode means truncate or unlink; a clone,
+ * dedupe, copy_file_range or fallocate on a watched filesystem may create
+ * or move sharing, also with files the scan has not seen yet.  The
+ * syscalls are caught at entry (where the fd is) and counted at exit (when
+ * the extents have changed).  Tracepoints only: they need no ftrace
+ * trampolines, which locked-down kernels refuse.
+ */
+SEC("tp_btf/writeback_dirty_folio")
+int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)
+{
+	if (mapping && tracked_file(mapping->host))
+		note_change();
+	return 0;
+}
+
+#define FICLONE		0x40049409
+#define FICLONERANGE	0x4020940d
+#define FIDEDUPERANGE	0xc0189436
+
+/* Threads inside a syscall that may change sharing on a watched fs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} changing SEC(".maps");
+
+static __always_inline bool fd_on_watched_sb(unsigned long fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file *file = NULL;
+	struct file **fds;
+	__u32 dev;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_core_read(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return false;
+	dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	return bpf_map_lookup_elem(&watched_sb, &dev);
+}
+
+static __always_inline void syscall_enter(unsigned long fd)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+	__u8 one = 1;
+
+	if (fd_on_watched_sb(fd))
+		bpf_map_update_elem(&changing, &tid, &one, BPF_ANY);
+}
+
+static __always_inline void syscall_exit(void)
+{
+	__u64 tid = bpf_get_current_pid_tgid();
+
+	if (bpf_map_lookup_elem(&changing, &tid)) {
+		bpf_map_delete_elem(&changing, &tid);
+		note_change();
+	}
+}
+
+SEC("tracepoint/syscalls/sys_enter_ioctl")
+int ioctl_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	unsigned int cmd = ctx->args[1];
+
+	if (cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE)
+		syscall_enter(ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_ioctl")
+int ioctl_exit(void *ctx)
+{
+	syscall_exit();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_copy_file_range")
+int copy_range_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	syscall_enter(ctx->args[2]); /* fd_out */
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_copy_file_range")
+int copy_range_exit(void *ctx)
+{
+	syscall_exit();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fallocate")
+int fallocate_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	syscall_enter(ctx->args[0]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_fallocate")
+int fallocate_exit(void *ctx)
+{
+	syscall_exit();
+	return 0;
+}
+
+/*
+ * Seeding: the loader replays what mincore found resident through the
+ * same accounting as the events, so there is one definition of a count.
+ */
+SEC("syscall")
+int seed_range(struct dc_seed_ctx *ctx)
+{
+	__u64 npages = ctx->npages;
+
+	if (npages > DC_SEED_MAX_PAGES)
+		return -1;
+	account_range(ctx->file_id, ctx->index, npages, 1);
+	return 0;
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Types shared by the BPF engine (bpf/dupcache.bpf.c) and the loader.
+ *
+ * The loader turns the extent map into flat arrays the BPF programs can
+ * search without allocation:
+ *   tracked   (dev, ino)  -> file id
+ *   files     file id     -> where its residency bits and segments live
+ *   segments  per file, sorted by file page: runs of file pages that map to
+ *             physical pages referenced by two or more (file, page) pairs;
+ *             only those can ever hold duplicate copies
+ *   resident  one bit per page of every tracked file (idempotent add/delete,
+ *             so events and the start-up seeding can race safely)
+ *   slot_copies one counter per shared physical page ("slot")
+ */
+#ifndef DUPCACHE_H
+#define DUPCACHE_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Largest folio handled in one event; bigger ones are counted, not walked. */
+#define DC_MAX_FOLIO_PAGES 2048
+/* Binary search depth over a file's segments: 2^24 segments per file. */
+#define DC_SEG_SEARCH_STEPS 24
+/* Pages per seeding call (one BPF_PROG_TEST_RUN of the seed program). */
+#define DC_SEED_MAX_PAGES (1u << 20)
+
+struct dc_inode_key {
+	__u64 ino;
+	__u32 dev; /* the superblock's s_dev, kernel encoding (major << 20 | minor) */
+	__u32 pad;
+};
+
+struct dc_file {
+	__u64 npages;   /* pages covered by the residency bitmap */
+	__u64 bit_base; /* first bit of this file in the resident bitmap */
+	__u32 seg_first;
+	__u32 seg_count;
+	__u32 group;    /* sharing group id, DC_NO_GROUP when it has none */
+	__u32 pad;
+};
+#define DC_NO_GROUP 0xffffffffu
+
+struct dc_segment {
+	__u64 lpage;  /* first file page */
+	__u64 npages;
+	__u64 slot;   /* slot of lpage; lpage + k uses slot + k */
+};
+
+/* Per file, written by BPF (and by the seed program), read by the loader. */
+struct dc_file_stats {
+	__u64 resident;      /* resident pages of the file */
+	__u64 shared_copies; /* resident pages that map to a shared physical page */
+	__u64 added;         /* pages added to the page cache in this window */
+	__u64 removed;       /* pages removed from the page cache in this window */
+};
+
+struct dc_group_stats {
+	__u64 copies; /* resident pages of members on shared physical pages */
+	__u64 dup;    /* sum over the group's slots of max(0, copies - 1) */
+};
+
+/* Global counters, in the programs' .bss (mmapped by the skeleton). */
+struct dc_totals {
+	__u64 resident;
+	__u64 copies;
+	__u64 dup;
+	__u64 peak_dup;
+	__u64 added;          /* pages of tracked files added (events) */
+	__u64 removed;
+	__u64 changes;        /* sharing of a tracked file may have changed */
+	__u64 beyond_map;     /* tracked pages past the mapped size */
+	__u64 oversize_folio; /* folios larger than DC_MAX_FOLIO_PAGES */
+	__u64 paused_events;  /* events seen while the loader was rebuilding */
+	__u64 missing_entry;  /* map lookups that failed (must stay 0) */
+};
+
+/* Context of the seed program: account [index, index + npages) of a file. */
+struct dc_seed_ctx {
+	__u32 file_id;
+	__u32 npages;
+	__u64 index;
+};
+
+#endif /* DUPCACHE_H */

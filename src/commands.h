@@ -1,0 +1,8 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef DUPCACHE_COMMANDS_H
+#define DUPCACHE_COMMANDS_H
+
+/* Each returns the process exit code (see util.h). */
+int cmd_report(int argc, char **argv);
+
+#endif

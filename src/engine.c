@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include "dupcache.h"
+#include "dupcache.skel.h"
+#include "engine.h"
+#include "util.h"
+
+/* Room to grow before a change forces a reload with bigger maps. */
+#define HEADROOM(n, min) ((n) * 2 + (min))
+
+struct capacity {
+	uint32_t files, segs, groups, slot_words, bit_words;
+};
+
+struct engine {
+	struct dupcache_bpf *skel;
+	struct capacity cap;
+	/* mmapped map values */
+	uint64_t *resident;
+	uint64_t *slot_words;
+	struct dc_file_stats *file_stats;
+	struct dc_group_stats *group_stats;
+	/* what was put in `tracked`, to take it out again */
+	struct dc_inode_key *keys;
+	size_t nkeys;
+	/* window figures carried over a reload */
+	struct dc_totals carried;
+	uint64_t refreshes, untracked;
+	/* counts handed out by engine_counts(), sized by the last sync */
+	uint64_t *file_resident, *group_dup;
+	size_t nfiles, ngroups;
+	bool started;
+};
+
+static const char *kernel_btf_path(void)
+{
+	/* For kernels (and tests) whose BTF is not in sysfs. */
+	const char *p = getenv("DUPCACHE_KERNEL_BTF");
+
+	return p && *p ? p : NULL;
+}
+
+static struct btf *load_kernel_btf(void)
+{
+	const char *path = kernel_btf_path();
+
+	return path ? btf__parse(path, NULL) : btf__load_vmlinux_btf();
+}
+
+static bool btf_has(const struct btf *btf, const char *name, int kind)
+{
+	return btf__find_by_name_kind(btf, name, kind) >= 0;
+}
+
+/* Optional programs: the engine works without them, with less to go on. */
+static const struct {
+	const char *prog, *tracepoint, *lost;
+} optional_progs[] = {
+	{ "folio_dirtied", "writeback/writeback_dirty_folio", "copy-on-write writes" },
+	{ "ioctl_enter", "syscalls/sys_enter_ioctl", "new clones and dedupes" },
+	{ "ioctl_exit", "syscalls/sys_exit_ioctl", "new clones and dedupes" },
+	{ "copy_range_enter", "syscalls/sys_enter_copy_file_range", "copy_file_range clones" },
+	{ "copy_range_exit", "syscalls/sys_exit_copy_file_range", "copy_file_range clones" },
+	{ "fallocate_enter", "syscalls/sys_enter_fallocate", "fallocate" },
+	{ "fallocate_exit", "syscalls/sys_exit_fallocate", "fallocate" },
+};
+
+/* As libbpf-tools' tracepoint_exists(): the tracefs event directory. */
+static bool tracepoint_exists(const char *name)
+{
+	static const char *const roots[] = { "/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events" };
+	char path[256];
+
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", roots[i], name);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+int engine_probe(void)
+{
+	static const char *const required[] = {
+		"btf_trace_mm_filemap_add_to_page_cache",
+		"btf_trace_mm_filemap_delete_from_page_cache",
+	};
+	struct btf *btf;
+
+	if (!kernel_btf_path() && access("/sys/kernel/btf/vmlinux", R_OK) != 0) {
+		msg("the kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): --watch needs it");
+		return EXIT_NOKERNEL;
+	}
+	btf = load_kernel_btf();
+	if (!btf) {
+		msg("cannot read the kernel's BTF: %s", strerror(errno));
+		return EXIT_NOKERNEL;
+	}
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		if (!btf_has(btf, required[i], BTF_KIND_TYPEDEF)) {
+			msg("the kernel lacks the tracepoint %s (tp_btf): --watch needs it",
+			    required[i] + strlen("btf_trace_"));
+			btf__free(btf);
+			return EXIT_NOKERNEL;
+		}
+	}
+	btf__free(btf);
+	if (geteuid() != 0) {
+		/* CAP_BPF + CAP_PERFMON would do; the load below says if not. */
+		struct bpf_insn ret0[] = {
+			{ .code = 0xb7, .dst_reg = 0, .imm = 0 }, /* r0 = 0 */
+			{ .code = 0x95 },                          /* exit */
+		};
+		int fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "GPL", ret0, 2, NULL);
+
+		if (fd < 0 && (errno == EPERM || errno == EACCES)) {
+			msg("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); "
+			    "run without --watch for a snapshot");
+			return EXIT_NOPERM;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	return EXIT_OK;
+}
+
+static void *map_mmap(struct bpf_map *map)
+{
+	size_t len = (size_t)bpf_map__max_entries(map) * bpf_map__value_size(map);
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(map), 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void map_munmap(struct bpf_map *map, void *p)
+{
+	if (p)
+		munmap(p, (size_t)bpf_map__max_entries(map) * bpf_map__value_size(map));
+}
+
+static uint32_t at_least_one(uint64_t n)
+{
+	return n ? (n > UINT32_MAX ? UINT32_MAX : n) : 1;
+}
+
+static struct capacity need(const struct scan *s, const struct extmap *m)
+{
+	uint64_t bits = 0;
+
+	for (size_t i = 0; i < s->nfiles; i++)
+		bits += s->files[i].npages;
+	return (struct capacity){
+		.files = at_least_one(s->nfiles),
+		.segs = at_least_one(m->nsegs),
+		.groups = at_least_one(m->ngroups),
+		.slot_words = at_least_one((m->nslots + 1) / 2),
+		.bit_words = at_least_one((bits + 63) / 64),
+	};
+}
+
+static bool fits(const struct capacity *have, const struct capacity *want)
+{
+	return want->files <= have->files && want->segs <= have->segs &&
+	       want->groups <= have->groups && want->slot_words <= have->slot_words &&
+	       want->bit_words <= have->bit_words;
+}
+
+static void unload(struct engine *e)
+{
+	if (!e->skel)
+		return;
+	map_munmap(e->skel->maps.resident, e->resident);
+	map_munmap(e->skel->maps.slot_copies, e->slot_words);
+	map_munmap(e->skel->maps.file_stats, e->file_stats);
+	map_munmap(e->skel->maps.group_stats, e->group_stats);
+	e->resident = e->slot_words = NULL;
+	e->file_stats = NULL;
+	e->group_stats = NULL;
+	dupcache_bpf__destroy(e->skel);
+	e->skel = NULL;
+	e->nkeys = 0;
+}
+
+static int load_error(int err, const char *what)
+{
+	if (err == -EPERM || err == -EACCES) {
+		msg("%s: permission denied: loading BPF needs root (or CAP_BPF and CAP_PERFMON)", what);
+		return EXIT_NOPERM;
+	}
+	msg("%s: %s", what, strerror(-err));
+	return EXIT_FAIL;
+}
+
+static int load(struct engine *e, const struct capacity *want)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = kernel_btf_path());
+	struct capacity cap = {
+		.files = HEADROOM(want->files, 256),
+		.segs = HEADROOM(want->segs, 1024),
+		.groups = HEADROOM(want->groups, 256),
+		.slot_words = HEADROOM(want->slot_words, 4096),
+		.bit_words = HEADROOM(want->bit_words, 4096),
+	};
+	struct dupcache_bpf *skel;
+	int err;
+
+	skel = dupcache_bpf__open_opts(&opts);
+	if (!skel)
+		return load_error(-errno, "opening the BPF engine");
+	bpf_map__set_max_entries(skel->maps.tracked, cap.files);
+	bpf_map__set_max_entries(skel->maps.files, cap.files);
+	bpf_map__set_max_entries(skel->maps.file_stats, cap.files);
+	bpf_map__set_max_entries(skel->maps.segments, cap.segs);
+	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
+	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
+	bpf_map__set_max_entries(skel->maps.resident, cap.bit_words);
+
+	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
+	for (size_t i = 0; i < sizeof(optional_progs) / sizeof(optional_progs[0]); i++) {
+		if (tracepoint_exists(optional_progs[i].tracepoint))
+			continue;
+		bpf_program__set_autoload(
+			bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog), false);
+		msg("the kernel has no tracepoint %s: %s in the watched trees go unnoticed",
+		    optional_progs[i].tracepoint, optional_progs[i].lost);
+	}
+
+	err = dupcache_bpf__load(skel);
+	if (!err)
+		err = dupcache_bpf__attach(skel);
+	if (err) {
+		dupcache_bpf__destroy(skel);
+		return load_error(err, "loading the BPF engine");
+	}
+	/* Attached but idle until the maps are filled. */
+	skel->bss->paused = 1;
+	e->skel = skel;
+	e->cap = cap;
+	e->resident = map_mmap(skel->maps.resident);
+	e->slot_words = map_mmap(skel->maps.slot_copies);
+	e->file_stats = map_mmap(skel->maps.file_stats);
+	e->group_stats = map_mmap(skel->maps.group_stats);
+	if (!e->resident || !e->slot_words || !e->file_stats || !e->group_stats) {
+		err = -errno;
+		unload(e);
+		return load_error(err, "mapping the engine's counters");
+	}
+	return EXIT_OK;
+}
+
+/* Window counters live on across a reload with bigger maps. */
+static void carry_window(struct engine *e)
+{
+	const struct dc_totals *t = &e->skel->bss->totals;
+
+	e->carried.added += t->added;
+	e->carried.removed += t->removed;
+	e->carried.changes += t->changes;
+	e->carried.oversize_folio += t->oversize_folio;
+	e->carried.missing_entry += t->missing_entry;
+	if (t->peak_dup > e->carried.peak_dup)
+		e->carried.peak_dup = t->peak_dup;
+}
+
+static int update_batch(struct bpf_map *map, const void *keys, const void *values, uint32_t n)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	uint32_t count = n;
+
+	if (!n)
+		return 0;
+	return bpf_map_update_batch(bpf_map__fd(map), keys, values, &count, &opts);
+}
+
+/* Replace the maps' contents; the programs skip accounting meanwhile. */
+static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m)
+{
+	struct dupcache_bpf *skel = e->skel;
+	struct dc_file *files = xcalloc(s->nfiles, sizeof(*files));
+	uint32_t *ids = xcalloc(s->nfiles > m->nsegs ? s->nfiles : m->nsegs, sizeof(uint32_t));
+	uint64_t bit = 0;
+	int err = 0;
+
+	for (size_t i = 0; i < e->nkeys; i++)
+		bpf_map_delete_elem(bpf_map__fd(skel->maps.tracked), &e->keys[i]);
+	e->keys = xrealloc(e->keys, s->nfiles ? s->nfiles : 1, sizeof(*e->keys));
+	e->nkeys = 0;
+	e->untracked = 0;
+
+	memset(e->resident, 0, (size_t)e->cap.bit_words * sizeof(uint64_t));
+	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
+	memset(e->file_stats, 0, (size_t)e->cap.files * sizeof(*e->file_stats));
+	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
+	skel->bss->totals.resident = 0;
+	skel->bss->totals.copies = 0;
+	skel->bss->totals.dup = 0;
+
+	for (size_t i = 0; i < s->nfiles; i++) {
+		files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
+					     .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
+					     .group = m->file_group[i] };
+		bit += s->files[i].npages;
+		ids[i] = i;
+	}
+	err = update_batch(skel->maps.files, ids, files, s->nfiles);
+	for (size_t i = 0; !err && i < m->nsegs; i++)
+		ids[i] = i;
+	if (!err)
+		err = update_batch(skel->maps.segments, ids, m->segs, m->nsegs);
+	for (size_t i = 0; !err && i < s->nfiles; i++) {
+		struct dc_inode_key key = { .ino = s->files[i].ino, .dev = s->files[i].sb_dev };
+		uint32_t id = i;
+		uint8_t one = 1;
+
+		if (bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
+			e->untracked++; /* full, or the same inode seen twice */
+			continue;
+		}
+		e->keys[e->nkeys++] = key;
+		bpf_map_update_elem(bpf_map__fd(skel->maps.watched_sb), &key.dev, &one, BPF_ANY);
+	}
+	free(files);
+	free(ids);
+	return err ? -errno : 0;
+}
+
+/* Replay what is resident now through the programs' own accounting. */
+static int seed(struct engine *e, const struct scan *s)
+{
+	int fd = bpf_program__fd(e->skel->progs.seed_range);
+
+	for (size_t i = 0; i < s->nfiles; i++) {
+		const struct scanned_file *f = &s->files[i];
+
+		for (uint64_t p = 0; f->resident && p < f->npages;) {
+			struct dc_seed_ctx ctx = { .file_id = i, .index = p };
+			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
+
+			if (!bit_test(f->resident, p)) {
+				p++;
+				continue;
+			}
+			while (p < f->npages && bit_test(f->resident, p) && ctx.npages < DC_SEED_MAX_PAGES) {
+				ctx.npages++;
+				p++;
+			}
+			if (bpf_prog_test_run_opts(fd, &run) || run.retval)
+				return -(errno ? errno : EINVAL);
+		}
+	}
+	return 0;
+}
+
+int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
+{
+	struct capacity want = need(s, m);
+	int err;
+
+	if (!e->skel || !fits(&e->cap, &want)) {
+		if (e->skel) {
+			carry_window(e);
+			unload(e);
+		}
+		err = load(e, &want);
+		if (err)
+			return err;
+	} else {
+		e->skel->bss->paused = 1;
+		/* Let programs already past the paused check finish. */
+		usleep(10000);
+	}
+	err = fill_maps(e, s, m);
+	e->skel->bss->paused = 0;
+	if (err)
+		return load_error(err, "filling the engine's maps");
+	/* After attaching: a page added from now on is an event or resident. */
+	scan_residency(s);
+	err = seed(e, s);
+	if (err)
+		return load_error(err, "seeding the engine");
+	e->nfiles = s->nfiles;
+	e->ngroups = m->ngroups;
+	e->file_resident = xrealloc(e->file_resident, e->nfiles ? e->nfiles : 1, sizeof(uint64_t));
+	e->group_dup = xrealloc(e->group_dup, e->ngroups ? e->ngroups : 1, sizeof(uint64_t));
+	if (e->started)
+		e->refreshes++;
+	e->started = true;
+	return EXIT_OK;
+}
+
+int engine_start(struct engine **out, struct scan *s, const struct extmap *m)
+{
+	struct engine *e = xcalloc(1, sizeof(*e));
+	int err = engine_sync(e, s, m);
+
+	if (err) {
+		engine_stop(e);
+		return err;
+	}
+	*out = e;
+	return EXIT_OK;
+}
+
+uint64_t engine_changes(const struct engine *e)
+{
+	return e->carried.changes + __atomic_load_n(&e->skel->bss->totals.changes, __ATOMIC_RELAXED);
+}
+
+void engine_counts(struct engine *e, struct dup_counts *out)
+{
+	for (size_t i = 0; i < e->nfiles; i++)
+		e->file_resident[i] = __atomic_load_n(&e->file_stats[i].resident, __ATOMIC_RELAXED);
+	for (size_t g = 0; g < e->ngroups; g++)
+		e->group_dup[g] = __atomic_load_n(&e->group_stats[g].dup, __ATOMIC_RELAXED);
+	out->file_resident = e->file_resident;
+	out->group_dup = e->group_dup;
+}
+
+void engine_window(const struct engine *e, struct engine_window *w)
+{
+	const struct dc_totals *t = &e->skel->bss->totals;
+
+	*w = (struct engine_window){
+		.pages_added = e->carried.added + t->added,
+		.pages_removed = e->carried.removed + t->removed,
+		.peak_dup_pages = t->peak_dup > e->carried.peak_dup ? t->peak_dup : e->carried.peak_dup,
+		.refreshes = e->refreshes,
+		.untracked_files = e->untracked,
+		.oversize_folios = e->carried.oversize_folio + t->oversize_folio,
+		.missing_entry = e->carried.missing_entry + t->missing_entry,
+	};
+}
+
+void engine_stop(struct engine *e)
+{
+	if (!e)
+		return;
+	unload(e);
+	free(e->keys);
+	free(e->file_resident);
+	free(e->group_dup);
+	free(e);
+}

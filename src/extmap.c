@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "extmap.h"
+
+struct ref {
+	uint32_t dev;
+	uint32_t file;
+	uint64_t ppage;
+	uint64_t npages;
+	uint64_t lpage;
+};
+
+struct edge {
+	uint32_t dev;
+	int32_t delta;
+	uint64_t pos;
+};
+
+static int cmp_edge(const void *a, const void *b)
+{
+	const struct edge *x = a, *y = b;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->pos != y->pos)
+		return x->pos < y->pos ? -1 : 1;
+	return 0;
+}
+
+struct owned_seg {
+	uint32_t file;
+	struct dc_segment seg;
+};
+
+static int cmp_owned_seg(const void *a, const void *b)
+{
+	const struct owned_seg *x = a, *y = b;
+
+	if (x->file != y->file)
+		return x->file < y->file ? -1 : 1;
+	return x->seg.lpage < y->seg.lpage ? -1 : x->seg.lpage > y->seg.lpage;
+}
+
+static uint32_t uf_find(uint32_t *parent, uint32_t x)
+{
+	while (parent[x] != x) {
+		parent[x] = parent[parent[x]];
+		x = parent[x];
+	}
+	return x;
+}
+
+static void uf_union(uint32_t *parent, uint32_t a, uint32_t b)
+{
+	a = uf_find(parent, a);
+	b = uf_find(parent, b);
+	if (a != b)
+		parent[a < b ? b : a] = a < b ? a : b;
+}
+
+/* Physical pages covered by two or more references, as maximal ranges. */
+static int find_shared_ranges(const struct ref *refs, size_t nrefs, struct extmap *m)
+{
+	struct edge *edges = malloc(2 * nrefs * sizeof(*edges) + 1);
+	size_t cap = 16, n = 0;
+	struct shared_range *ranges = malloc(cap * sizeof(*ranges));
+	uint64_t slot = 0;
+
+	if (!edges || !ranges)
+		goto nomem;
+	for (size_t i = 0; i < nrefs; i++) {
+		edges[2 * i] = (struct edge){ refs[i].dev, 1, refs[i].ppage };
+		edges[2 * i + 1] = (struct edge){ refs[i].dev, -1, refs[i].ppage + refs[i].npages };
+	}
+	qsort(edges, 2 * nrefs, sizeof(*edges), cmp_edge);
+
+	long depth = 0;
+	uint64_t start = 0;
+	for (size_t i = 0; i < 2 * nrefs;) {
+		uint32_t dev = edges[i].dev;
+		uint64_t pos = edges[i].pos;
+		long before = depth;
+
+		/* All edges at one position first, so touching runs do not split. */
+		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos; i++)
+			depth += edges[i].delta;
+		if (before < 2 && depth >= 2) {
+			start = pos;
+		} else if (before >= 2 && depth < 2) {
+			if (n == cap) {
+				struct shared_range *r = realloc(ranges, 2 * cap * sizeof(*ranges));
+
+				if (!r)
+					goto nomem;
+				ranges = r;
+				cap *= 2;
+			}
+			ranges[n++] = (struct shared_range){ .dev = dev, .group = DC_NO_GROUP,
+				.ppage = start, .npages = pos - start, .slot = slot };
+			slot += pos - start;
+		}
+	}
+	free(edges);
+	m->ranges = ranges;
+	m->nranges = n;
+	m->nslots = slot;
+	return 0;
+nomem:
+	free(edges);
+	free(ranges);
+	return -ENOMEM;
+}
+
+/* First shared range that ends after (dev, ppage). */
+static size_t first_range_after(const struct extmap *m, uint32_t dev, uint64_t ppage)
+{
+	size_t lo = 0, hi = m->nranges;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct shared_range *r = &m->ranges[mid];
+
+		if (r->dev < dev || (r->dev == dev && r->ppage + r->npages <= ppage))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap *m)
+{
+	struct ref *refs = NULL;
+	struct owned_seg *osegs = NULL;
+	uint32_t *parent = NULL, *range_file = NULL, *group_of_root = NULL;
+	size_t nrefs = 0, nosegs = 0, cap_osegs = 0;
+
+	memset(m, 0, sizeof(*m));
+	m->nfiles = nfiles;
+	for (size_t f = 0; f < nfiles; f++)
+		nrefs += files[f].nruns;
+	refs = malloc(nrefs * sizeof(*refs) + 1);
+	m->file_group = malloc(nfiles * sizeof(uint32_t) + 1);
+	m->seg_first = calloc(nfiles + 1, sizeof(uint32_t));
+	m->seg_count = calloc(nfiles + 1, sizeof(uint32_t));
+	parent = malloc(nfiles * sizeof(uint32_t) + 1);
+	if (!refs || !m->file_group || !m->seg_first || !m->seg_count || !parent)
+		goto nomem;
+
+	nrefs = 0;
+	for (size_t f = 0; f < nfiles; f++) {
+		parent[f] = f;
+		for (size_t r = 0; r < files[f].nruns; r++) {
+			const struct page_run *run = &files[f].runs[r];
+
+			if (run->npages)
+				refs[nrefs++] = (struct ref){ files[f].dev, f, run->ppage,
+							      run->npages, run->lpage };
+		}
+	}
+	if (find_shared_ranges(refs, nrefs, m))
+		goto nomem;
+
+	range_file = malloc(m->nranges * sizeof(uint32_t) + 1);
+	if (!range_file)
+		goto nomem;
+	for (size_t i = 0; i < m->nranges; i++)
+		range_file[i] = UINT32_MAX;
+
+	/* Cut every reference down to its overlap with the shared ranges. */
+	for (size_t i = 0; i < nrefs; i++) {
+		const struct ref *r = &refs[i];
+		uint64_t rend = r->ppage + r->npages;
+
+		for (size_t k = first_range_after(m, r->dev, r->ppage);
+		     k < m->nranges && m->ranges[k].dev == r->dev && m->ranges[k].ppage < rend; k++) {
+			const struct shared_range *sr = &m->ranges[k];
+			uint64_t lo = r->ppage > sr->ppage ? r->ppage : sr->ppage;
+			uint64_t hi = rend < sr->ppage + sr->npages ? rend : sr->ppage + sr->npages;
+
+			if (nosegs == cap_osegs) {
+				size_t nc = cap_osegs ? 2 * cap_osegs : 64;
+				struct owned_seg *p = realloc(osegs, nc * sizeof(*osegs));
+
+				if (!p)
+					goto nomem;
+				osegs = p;
+				cap_osegs = nc;
+			}
+			osegs[nosegs++] = (struct owned_seg){ r->file, {
+				.lpage = r->lpage + (lo - r->ppage),
+				.npages = hi - lo,
+				.slot = sr->slot + (lo - sr->ppage) } };
+			if (range_file[k] == UINT32_MAX)
+				range_file[k] = r->file;
+			else
+				uf_union(parent, range_file[k], r->file);
+		}
+	}
+
+	/* Compact group ids, in order of each group's first file. */
+	group_of_root = malloc(nfiles * sizeof(uint32_t) + 1);
+	if (!group_of_root)
+		goto nomem;
+	for (size_t f = 0; f < nfiles; f++) {
+		group_of_root[f] = DC_NO_GROUP;
+		m->file_group[f] = DC_NO_GROUP;
+	}
+	qsort(osegs, nosegs, sizeof(*osegs), cmp_owned_seg);
+	for (size_t i = 0; i < nosegs; i++) {
+		uint32_t f = osegs[i].file, root = uf_find(parent, f);
+
+		if (group_of_root[root] == DC_NO_GROUP)
+			group_of_root[root] = m->ngroups++;
+		m->file_group[f] = group_of_root[root];
+	}
+	for (size_t k = 0; k < m->nranges; k++)
+		m->ranges[k].group = m->file_group[range_file[k]];
+
+	m->segs = malloc(nosegs * sizeof(*m->segs) + 1);
+	if (!m->segs)
+		goto nomem;
+	for (size_t i = 0; i < nosegs; i++) {
+		uint32_t f = osegs[i].file;
+
+		if (!m->seg_count[f])
+			m->seg_first[f] = i;
+		m->seg_count[f]++;
+		m->segs[i] = osegs[i].seg;
+	}
+	m->nsegs = nosegs;
+
+	free(refs);
+	free(osegs);
+	free(parent);
+	free(range_file);
+	free(group_of_root);
+	return 0;
+nomem:
+	free(refs);
+	free(osegs);
+	free(parent);
+	free(range_file);
+	free(group_of_root);
+	extmap_free(m);
+	return -ENOMEM;
+}
+
+uint32_t extmap_slot_group(const struct extmap *m, uint64_t slot)
+{
+	size_t lo = 0, hi = m->nranges;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->ranges[mid].slot + m->ranges[mid].npages <= slot)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < m->nranges ? m->ranges[lo].group : DC_NO_GROUP;
+}
+
+void extmap_free(struct extmap *m)
+{
+	free(m->file_group);
+	free(m->seg_first);
+	free(m->seg_count);
+	free(m->segs);
+	free(m->ranges);
+	memset(m, 0, sizeof(*m));
+}

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpf/libbpf.h>
+#include "commands.h"
+#include "util.h"
+
+#define DUPCACHE_VERSION "0.1.0"
+
+static const char usage[] =
+	"usage: dupcache COMMAND [OPTIONS] PATH...\n"
+	"commands:\n"
+	"  report   page cache duplicated across reflinked files, now or over a window\n"
+	"run 'dupcache COMMAND --help' for its options\n";
+
+static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+	/* libbpf speaks only with DUPCACHE_DEBUG set; our own messages say what failed. */
+	(void)level;
+	if (!getenv("DUPCACHE_DEBUG"))
+		return 0;
+	return vfprintf(stderr, fmt, args);
+}
+
+int main(int argc, char **argv)
+{
+	libbpf_set_print(quiet_libbpf);
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "report"))
+		return cmd_report(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage, stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("dupcache %s\n", DUPCACHE_VERSION);
+		return EXIT_OK;
+	}
+	msg("unknown command '%s'", argv[1]);
+	fputs(usage, stderr);
+	return EXIT_USAGE;
+}

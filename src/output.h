@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Rendering of a report: human text or one JSON object (json-c). */
+#ifndef DUPCACHE_OUTPUT_H
+#define DUPCACHE_OUTPUT_H
+
+#include <stdio.h>
+#include "engine.h"
+#include "scan.h"
+#include "stats.h"
+
+struct report_view {
+	const struct scan *scan;
+	const struct dup_stats *stats;
+	size_t top;                          /* groups to show; 0 = all */
+	const struct engine_window *window;  /* NULL in snapshot mode */
+	double window_seconds;
+};
+
+void output_text(FILE *out, const struct report_view *v);
+void output_json(FILE *out, const struct report_view *v);
+
+#endif

@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
+#include <fcntl.h>
+#include <fts.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include "scan.h"
+#include "util.h"
+
+/* Extents whose pages are not (yet) plain blocks on disk map to nothing. */
+#define FIEMAP_UNMAPPABLE (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | \
+			   FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED | \
+			   FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE | \
+			   FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN)
+#define FIEMAP_BATCH 512
+/* mincore() window: bounds the vector to 256 KiB whatever the file size. */
+#define RESIDENCY_CHUNK_PAGES (256u * 1024)
+#define CHANGE_RETRIES 3
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+struct cachestat_range_arg { uint64_t off, len; };
+struct cachestat_result {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+/* ---- (dev, ino) set: hard links are one inode ---- */
+
+struct inode_set {
+	size_t cap, n;
+	struct { uint64_t dev, ino; bool used; } *slot;
+};
+
+static uint64_t mix(uint64_t dev, uint64_t ino)
+{
+	uint64_t h = ino * 0x9e3779b97f4a7c15ULL ^ (dev + 0x632be59bd9b4e019ULL);
+
+	return h ^ (h >> 31);
+}
+
+/* Adds (dev, ino); false when it was there already. */
+static bool inode_set_add(struct inode_set *s, uint64_t dev, uint64_t ino)
+{
+	if (2 * (s->n + 1) > s->cap) {
+		struct inode_set bigger = { .cap = s->cap ? 2 * s->cap : 1024 };
+
+		bigger.slot = xcalloc(bigger.cap, sizeof(*bigger.slot));
+		for (size_t i = 0; i < s->cap; i++)
+			if (s->slot[i].used)
+				inode_set_add(&bigger, s->slot[i].dev, s->slot[i].ino);
+		free(s->slot);
+		*s = bigger;
+	}
+	for (size_t i = mix(dev, ino) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+		if (!s->slot[i].used) {
+			s->slot[i].used = true;
+			s->slot[i].dev = dev;
+			s->slot[i].ino = ino;
+			s->n++;
+			return true;
+		}
+		if (s->slot[i].dev == dev && s->slot[i].ino == ino)
+			return false;
+	}
+}
+
+/* ---- mount id -> superblock device, from /proc/self/mountinfo ---- */
+
+struct mount_table {
+	size_t n;
+	struct { uint64_t id; uint32_t sb_dev; } *m;
+};
+
+static void mount_table_load(struct mount_table *t)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t len = 0;
+
+	free(t->m);
+	t->m = NULL;
+	t->n = 0;
+	if (!f)
+		return;
+	while (getline(&line, &len, f) > 0) {
+		unsigned long long id, parent;
+		unsigned maj, min;
+
+		if (sscanf(line, "%llu %llu %u:%u", &id, &parent, &maj, &min) != 4)
+			continue;
+		t->m = xrealloc(t->m, t->n + 1, sizeof(*t->m));
+		t->m[t->n].id = id;
+		t->m[t->n].sb_dev = (maj << 20) | min;
+		t->n++;
+	}
+	free(line);
+	fclose(f);
+}
+
+/*
+ * The kernel's tracepoints name a file by its superblock's s_dev, which is
+ * not always st_dev (btrfs subvolumes report their own device): ask which
+ * mount the file is on and read that mount's device from mountinfo.
+ */
+static uint32_t sb_dev_of(struct scan *s, int fd, const struct stat *st)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) == 0 && (stx.stx_mask & STATX_MNT_ID)) {
+		for (int pass = 0; pass < 2; pass++) {
+			for (size_t i = 0; i < s->mounts->n; i++)
+				if (s->mounts->m[i].id == stx.stx_mnt_id)
+					return s->mounts->m[i].sb_dev;
+			mount_table_load(s->mounts); /* mounted since we read it */
+		}
+	}
+	return (major(st->st_dev) << 20) | minor(st->st_dev);
+}
+
+/* ---- extents ---- */
+
+static void add_run(struct scanned_file *f, uint64_t lpage, uint64_t ppage, uint64_t n)
+{
+	struct page_run *last = f->nruns ? &f->runs[f->nruns - 1] : NULL;
+
+	if (last && last->lpage + last->npages == lpage && last->ppage + last->npages == ppage) {
+		last->npages += n;
+		return;
+	}
+	f->runs = xrealloc(f->runs, f->nruns + 1, sizeof(*f->runs));
+	f->runs[f->nruns++] = (struct page_run){ lpage, ppage, n };
+}
+
+/*
+ * File page i maps to a physical page when the extent holding byte i*P is a
+ * plain one, is congruent with the page grid, and covers the page up to its
+ * end or to end of file.
+ */
+static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, unsigned P)
+{
+	uint64_t end = e->fe_logical + e->fe_length, first, last;
+
+	if (e->fe_flags & FIEMAP_EXTENT_SHARED && e->fe_logical < f->size)
+		f->shared_bytes += (end < f->size ? end : f->size) - e->fe_logical;
+	if (e->fe_flags & FIEMAP_UNMAPPABLE || e->fe_physical % P != e->fe_logical % P)
+		return;
+	first = (e->fe_logical + P - 1) / P;
+	last = end / P;
+	if (last * P < end && f->size <= end && last * P < f->size)
+		last++; /* the page holding end of file */
+	if (last > f->npages)
+		last = f->npages;
+	if (first < last)
+		add_run(f, first, (e->fe_physical + first * P - e->fe_logical) / P, last - first);
+}
+
+/* 0, -EOPNOTSUPP when the filesystem has no FIEMAP, or another -errno. */
+static int read_extents(struct scanned_file *f, int fd, unsigned P)
+{
+	struct {
+		struct fiemap fm;
+		struct fiemap_extent ext[FIEMAP_BATCH];
+	} *buf = xcalloc(1, sizeof(*buf));
+	uint64_t start = 0;
+	int ret = 0;
+
+	for (bool first = true;; first = false) {
+		memset(&buf->fm, 0, sizeof(buf->fm));
+		buf->fm.fm_start = start;
+		buf->fm.fm_length = FIEMAP_MAX_OFFSET - start;
+		/* Flush dirty data once, so delayed allocations have blocks. */
+		buf->fm.fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+		buf->fm.fm_extent_count = FIEMAP_BATCH;
+		if (ioctl(fd, FS_IOC_FIEMAP, &buf->fm) < 0) {
+			ret = (errno == EOPNOTSUPP || errno == ENOTTY) ? -EOPNOTSUPP : -errno;
+			break;
+		}
+		if (buf->fm.fm_mapped_extents == 0)
+			break;
+		const struct fiemap_extent *e = NULL;
+
+		for (unsigned i = 0; i < buf->fm.fm_mapped_extents; i++) {
+			e = &buf->ext[i];
+			add_extent(f, e, P);
+		}
+		if (e->fe_flags & FIEMAP_EXTENT_LAST || e->fe_logical + e->fe_length <= start)
+			break;
+		start = e->fe_logical + e->fe_length;
+	}
+	free(buf);
+	return ret;
+}
+
+/* ---- residency ---- */
+
+static bool have_cachestat = true;
+
+/* False only when the kernel says for sure that nothing is cached. */
+static bool maybe_cached(int fd)
+{
+	struct cachestat_range_arg range = { 0, 0 };
+	struct cachestat_result cs;
+
+	if (!have_cachestat)
+		return true;
+	if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0)
+		return cs.nr_cache != 0;
+	if (errno == ENOSYS)
+		have_cachestat = false;
+	return true;
+}
+
+static int read_residency(struct scanned_file *f, int fd, unsigned P)
+{
+	unsigned char *vec = NULL;
+
+	free(f->resident);
+	f->resident = NULL;
+	f->resident_pages = 0;
+	if (!f->npages || !maybe_cached(fd))
+		return 0;
+	for (uint64_t base = 0; base < f->npages; base += RESIDENCY_CHUNK_PAGES) {
+		uint64_t n = f->npages - base < RESIDENCY_CHUNK_PAGES ? f->npages - base
+								       : RESIDENCY_CHUNK_PAGES;
+		void *map = mmap(NULL, n * P, PROT_READ, MAP_SHARED, fd, base * P);
+
+		if (map == MAP_FAILED) {
+			free(vec);
+			return -errno;
+		}
+		if (!vec)
+			vec = xcalloc(RESIDENCY_CHUNK_PAGES, 1);
+		if (mincore(map, n * P, vec) < 0) {
+			int err = -errno;
+
+			munmap(map, n * P);
+			free(vec);
+			return err;
+		}
+		munmap(map, n * P);
+		for (uint64_t i = 0; i < n; i++) {
+			if (!(vec[i] & 1))
+				continue;
+			if (!f->resident)
+				f->resident = xcalloc((f->npages + 63) / 64, sizeof(uint64_t));
+			bit_set(f->resident, base + i);
+			f->resident_pages++;
+		}
+	}
+	free(vec);
+	return 0;
+}
+
+/* ---- one file ---- */
+
+static int open_file(const char *path)
+{
+	int flags = O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+	int fd = open(path, flags | O_NOATIME);
+
+	if (fd < 0 && errno == EPERM) /* O_NOATIME needs ownership */
+		fd = open(path, flags);
+	return fd;
+}
+
+static bool same_version(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void skip(struct scan *s, const struct scan_opts *o, uint64_t *counter, bool lost,
+		 const char *path, const char *why)
+{
+	(*counter)++;
+	if (lost)
+		s->input_lost = true;
+	if (!o->quiet)
+		msg("%s: %s, skipped", path, why);
+}
+
+static void skip_errno(struct scan *s, const struct scan_opts *o, const char *path, int err)
+{
+	if (err == ENOENT)
+		skip(s, o, &s->skipped.vanished, true, path, "vanished during the scan");
+	else
+		skip(s, o, &s->skipped.unreadable, true, path, strerror(err));
+}
+
+static void scan_file(struct scan *s, const struct scan_opts *o, const char *path,
+		      const struct stat *walk_st)
+{
+	struct scanned_file f = { 0 };
+	struct stat before, after;
+	unsigned P = s->page_size;
+	int fd, ret = 0;
+
+	if (!S_ISREG(walk_st->st_mode)) {
+		skip(s, o, &s->skipped.special, false, path, "not a regular file");
+		return;
+	}
+	/* Hard links: the first path seen names the inode. */
+	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
+		return;
+	fd = open_file(path);
+	if (fd < 0) {
+		skip_errno(s, o, path, errno);
+		return;
+	}
+	for (int attempt = 0;; attempt++) {
+		if (fstat(fd, &before) < 0) {
+			ret = -errno;
+			break;
+		}
+		if (!S_ISREG(before.st_mode) || before.st_ino != walk_st->st_ino ||
+		    before.st_dev != walk_st->st_dev) {
+			close(fd);
+			skip(s, o, &s->skipped.changed, true, path, "replaced during the scan");
+			return;
+		}
+		free(f.runs);
+		f = (struct scanned_file){ .st_dev = before.st_dev, .ino = before.st_ino,
+					   .size = before.st_size,
+					   .npages = (before.st_size + P - 1) / P };
+		ret = read_extents(&f, fd, P);
+		if (ret == -EOPNOTSUPP) {
+			f.no_fiemap = true;
+			ret = 0;
+		}
+		if (!ret)
+			ret = read_residency(&f, fd, P);
+		if (ret || fstat(fd, &after) < 0)
+			break;
+		if (same_version(&before, &after))
+			break;
+		if (attempt + 1 == CHANGE_RETRIES) {
+			close(fd);
+			free(f.runs);
+			free(f.resident);
+			skip(s, o, &s->skipped.changed, true, path, "kept changing during the scan");
+			return;
+		}
+	}
+	if (ret) {
+		close(fd);
+		free(f.runs);
+		free(f.resident);
+		skip_errno(s, o, path, -ret);
+		return;
+	}
+	f.sb_dev = sb_dev_of(s, fd, &before);
+	close(fd);
+	if (f.no_fiemap)
+		s->skipped.no_fiemap++;
+	f.path = xstrdup(path);
+	if (s->nfiles == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 256;
+		s->files = xrealloc(s->files, s->cap, sizeof(*s->files));
+	}
+	s->files[s->nfiles++] = f;
+}
+
+/* ---- the walk ---- */
+
+static void walk(struct scan *s, const struct scan_opts *o, char *path)
+{
+	char *argv[] = { path, NULL };
+	/* Physical walk: symlinks below the top are not followed, so no loops. */
+	int flags = FTS_PHYSICAL | FTS_COMFOLLOW | FTS_NOCHDIR | (o->one_fs ? FTS_XDEV : 0);
+	FTS *fts = fts_open(argv, flags, NULL);
+	FTSENT *e;
+
+	if (!fts) {
+		skip_errno(s, o, path, errno);
+		return;
+	}
+	while ((e = fts_read(fts))) {
+		switch (e->fts_info) {
+		case FTS_F:
+			scan_file(s, o, e->fts_path, e->fts_statp);
+			break;
+		case FTS_DEFAULT: /* FIFO, socket, device */
+			skip(s, o, &s->skipped.special, e->fts_level == 0, e->fts_path,
+			     "not a regular file");
+			break;
+		case FTS_NS:
+			if (e->fts_level == 0 && e->fts_errno == ENOENT)
+				skip(s, o, &s->skipped.missing, true, e->fts_path, "no such file or directory");
+			else
+				skip_errno(s, o, e->fts_path, e->fts_errno);
+			break;
+		case FTS_SLNONE:
+			if (e->fts_level == 0)
+				skip(s, o, &s->skipped.missing, true, e->fts_path, "dangling symbolic link");
+			break;
+		case FTS_DNR:
+		case FTS_ERR:
+			skip_errno(s, o, e->fts_path, e->fts_errno);
+			break;
+		default: /* directories, symlinks below the top */
+			break;
+		}
+	}
+	fts_close(fts);
+}
+
+int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, struct scan *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->page_size = sysconf(_SC_PAGESIZE);
+	s->seen = xcalloc(1, sizeof(*s->seen));
+	s->mounts = xcalloc(1, sizeof(*s->mounts));
+	mount_table_load(s->mounts);
+	for (int i = 0; i < npaths; i++)
+		walk(s, opts, paths[i]);
+	return 0;
+}
+
+void scan_residency(struct scan *s)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct scanned_file *f = &s->files[i];
+		int fd = open_file(f->path);
+		struct stat st;
+
+		/* Gone or replaced since the scan: that inode holds no cache now. */
+		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || st.st_dev != f->st_dev ||
+		    read_residency(f, fd, s->page_size) < 0) {
+			free(f->resident);
+			f->resident = NULL;
+			f->resident_pages = 0;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+struct extmap_input *scan_extmap_input(const struct scan *s)
+{
+	struct extmap_input *in = xcalloc(s->nfiles, sizeof(*in));
+
+	for (size_t i = 0; i < s->nfiles; i++)
+		in[i] = (struct extmap_input){ s->files[i].sb_dev, s->files[i].runs, s->files[i].nruns };
+	return in;
+}
+
+void scan_free(struct scan *s)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		free(s->files[i].path);
+		free(s->files[i].runs);
+		free(s->files[i].resident);
+	}
+	free(s->files);
+	if (s->seen)
+		free(s->seen->slot);
+	free(s->seen);
+	if (s->mounts)
+		free(s->mounts->m);
+	free(s->mounts);
+	memset(s, 0, sizeof(*s));
+}

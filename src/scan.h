@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The tree walk: every regular file below the given paths, once per inode,
+ * with its mapped page runs (FIEMAP) and which of its pages are resident
+ * (cachestat + mincore).  Special files are never opened.
+ */
+#ifndef DUPCACHE_SCAN_H
+#define DUPCACHE_SCAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "extmap.h"
+
+struct scanned_file {
+	char *path;
+	uint64_t st_dev;        /* as stat(2) reports it */
+	uint64_t ino;
+	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
+	uint64_t size;
+	uint64_t npages;        /* ceil(size / page size) */
+	struct page_run *runs;  /* file pages that map to physical pages */
+	size_t nruns;
+	uint64_t shared_bytes;  /* bytes in extents flagged FIEMAP_EXTENT_SHARED */
+	bool no_fiemap;         /* its filesystem cannot tell its extents */
+	uint64_t *resident;     /* bitmap of npages bits; NULL when none resident */
+	uint64_t resident_pages;
+};
+
+struct scan_skips {
+	uint64_t missing;    /* path given does not exist */
+	uint64_t unreadable; /* no permission, I/O error */
+	uint64_t vanished;   /* removed while scanning */
+	uint64_t changed;    /* kept changing while read */
+	uint64_t special;    /* FIFOs, sockets, devices: never opened */
+	uint64_t no_fiemap;  /* regular files on filesystems without FIEMAP */
+};
+
+struct scan_opts {
+	bool one_fs;          /* -x: do not cross filesystems below a path */
+	bool quiet;           /* no per-file messages */
+};
+
+struct scan {
+	struct scanned_file *files;
+	size_t nfiles;
+	struct scan_skips skipped;
+	bool input_lost;      /* something given could not be read: exit 3 */
+	unsigned page_size;
+	/* private */
+	size_t cap;
+	struct inode_set *seen;
+	struct mount_table *mounts;
+};
+
+/* Returns 0, or a negative errno for failures that stop the whole scan. */
+int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, struct scan *out);
+/* Re-read which pages of every scanned file are resident. */
+void scan_residency(struct scan *s);
+void scan_free(struct scan *s);
+
+/* Inputs for extmap_build() (the array is owned by the caller: free()). */
+struct extmap_input *scan_extmap_input(const struct scan *s);
+
+#endif

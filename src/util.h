@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef DUPCACHE_UTIL_H
+#define DUPCACHE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit codes (documented in README.md). */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,       /* unexpected failure (out of memory, BPF load error) */
+	EXIT_USAGE = 2,      /* bad command line */
+	EXIT_PARTIAL = 3,    /* report printed, but some input was skipped */
+	EXIT_NOPERM = 4,     /* not allowed to load BPF (needs root / CAP_BPF+CAP_PERFMON) */
+	EXIT_NOKERNEL = 5,   /* the kernel lacks BTF or a tracepoint the engine needs */
+};
+
+/* One-line messages on stderr, prefixed "dupcache: ". */
+void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "12.0 MiB": binary units, one decimal below 100 of a unit. */
+const char *human_bytes(uint64_t bytes, char *buf, size_t len);
+
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n, size_t size);
+char *xstrdup(const char *s);
+
+static inline bool bit_test(const uint64_t *map, uint64_t bit)
+{
+	return map[bit / 64] & (1ULL << (bit % 64));
+}
+
+static inline void bit_set(uint64_t *map, uint64_t bit)
+{
+	map[bit / 64] |= 1ULL << (bit % 64);
+}
+
+#endif
