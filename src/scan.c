@@ -141,27 +141,45 @@ static void add_run(struct scanned_file *f, uint64_t lpage, uint64_t ppage, uint
 	f->runs[f->nruns++] = (struct page_run){ lpage, ppage, n };
 }
 
+uint64_t extent_shared_bytes(const struct fiemap_extent *e, uint64_t size)
+{
+	uint64_t end = e->fe_logical + e->fe_length;
+
+	if (!(e->fe_flags & FIEMAP_EXTENT_SHARED) || e->fe_logical >= size)
+		return 0;
+	return (end < size ? end : size) - e->fe_logical;
+}
+
 /*
  * File page i maps to a physical page when the extent holding byte i*P is a
  * plain one, is congruent with the page grid, and covers the page up to its
  * end or to end of file.
  */
-static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, unsigned P)
+bool extent_pages(const struct fiemap_extent *e, uint64_t size, unsigned P, struct page_run *run)
 {
-	uint64_t end = e->fe_logical + e->fe_length, first, last;
+	uint64_t end = e->fe_logical + e->fe_length, first, last, npages = (size + P - 1) / P;
 
-	if (e->fe_flags & FIEMAP_EXTENT_SHARED && e->fe_logical < f->size)
-		f->shared_bytes += (end < f->size ? end : f->size) - e->fe_logical;
 	if (e->fe_flags & FIEMAP_UNMAPPABLE || e->fe_physical % P != e->fe_logical % P)
-		return;
+		return false;
 	first = (e->fe_logical + P - 1) / P;
 	last = end / P;
-	if (last * P < end && f->size <= end && last * P < f->size)
+	if (last * P < end && size <= end && last * P < size)
 		last++; /* the page holding end of file */
-	if (last > f->npages)
-		last = f->npages;
-	if (first < last)
-		add_run(f, first, (e->fe_physical + first * P - e->fe_logical) / P, last - first);
+	if (last > npages)
+		last = npages;
+	if (first >= last)
+		return false;
+	*run = (struct page_run){ first, (e->fe_physical + first * P - e->fe_logical) / P, last - first };
+	return true;
+}
+
+static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, unsigned P)
+{
+	struct page_run run;
+
+	f->shared_bytes += extent_shared_bytes(e, f->size);
+	if (extent_pages(e, f->size, P, &run))
+		add_run(f, run.lpage, run.ppage, run.npages);
 }
 
 /* 0, -EOPNOTSUPP when the filesystem has no FIEMAP, or another -errno. */

@@ -59,6 +59,13 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 void scan_residency(struct scan *s);
 void scan_free(struct scan *s);
 
+/* One FIEMAP extent: its pages that map to physical pages (false: none). */
+struct fiemap_extent;
+bool extent_pages(const struct fiemap_extent *e, uint64_t size, unsigned page_size,
+		  struct page_run *run);
+/* Bytes of [0, size) in the extent when it is flagged shared. */
+uint64_t extent_shared_bytes(const struct fiemap_extent *e, uint64_t size);
+
 /* Inputs for extmap_build() (the array is owned by the caller: free()). */
 struct extmap_input *scan_extmap_input(const struct scan *s);
 
