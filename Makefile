@@ -16,13 +16,15 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 PYTHON   ?= /usr/bin/python3
 
-OUT      := build
+OUT      ?= build
+BIN      ?= dupcache
 ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 PKGS     := libbpf json-c
 WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
-CFLAGS   += $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
-            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+# Kept apart from CFLAGS so `make CFLAGS=...` changes optimisation, not these.
+ALL_CFLAGS = $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Iinclude -I$(OUT) \
+             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
               -Wno-unused-parameter -Wno-missing-declarations -I. -Iinclude
@@ -40,10 +42,10 @@ DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-
 
 .PHONY: all deps test unit-test integration-test asan demo bench vmlinux install clean
 
-all: dupcache
+all: $(BIN)
 
-dupcache: $(APP_OBJS) $(LIB_OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN): $(APP_OBJS) $(LIB_OBJS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(OUT):
 	mkdir -p $@
@@ -55,11 +57,11 @@ $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
 $(OUT)/%.o: src/%.c $(wildcard src/*.h) include/dupcache.h $(SKELS) | $(OUT)
-	$(CC) $(CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Unit tests link the pure modules only.
 $(OUT)/test_%: tests/unit/test_%.c $(LIB_OBJS)
-	$(CC) $(CFLAGS) -Isrc -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Isrc -o $@ $^ $(LDLIBS) -lcmocka
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(OUT)/%,$(wildcard tests/unit/test_*.c))
 
@@ -74,18 +76,20 @@ deps:
 unit-test: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do $$t; done
 
-integration-test: dupcache
+integration-test: $(BIN)
 	$(PYTHON) tests/test_integration.py --bin ./dupcache
 
 test: deps
 	$(MAKE) all $(UNIT_TESTS)
 	bash tests/run_all.sh ./dupcache $(UNIT_TESTS)
 
+# A separate build tree, so the sanitized binary never replaces ./dupcache.
+ASAN_OUT := build/asan
 asan: deps
-	$(MAKE) clean
-	$(MAKE) all $(UNIT_TESTS) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	$(MAKE) OUT=$(ASAN_OUT) BIN=$(ASAN_OUT)/dupcache all $(UNIT_TESTS:$(OUT)/%=$(ASAN_OUT)/%) \
+		CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		LDFLAGS="-fsanitize=address,undefined"
-	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh ./dupcache $(UNIT_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 bash tests/run_all.sh $(ASAN_OUT)/dupcache $(UNIT_TESTS:$(OUT)/%=$(ASAN_OUT)/%)
 
 demo: deps
 	$(MAKE) all
@@ -98,9 +102,9 @@ bench: deps
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
-install: dupcache
+install: $(BIN)
 	install -d $(DESTDIR)$(BINDIR)
-	install -m 0755 dupcache $(DESTDIR)$(BINDIR)/dupcache
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/dupcache
 
 clean:
-	rm -rf $(OUT) dupcache
+	rm -rf build dupcache

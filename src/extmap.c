@@ -208,7 +208,8 @@ int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap 
 		group_of_root[f] = DC_NO_GROUP;
 		m->file_group[f] = DC_NO_GROUP;
 	}
-	qsort(osegs, nosegs, sizeof(*osegs), cmp_owned_seg);
+	if (nosegs)
+		qsort(osegs, nosegs, sizeof(*osegs), cmp_owned_seg);
 	for (size_t i = 0; i < nosegs; i++) {
 		uint32_t f = osegs[i].file, root = uf_find(parent, f);
 
