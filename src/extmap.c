@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include "extmap.h"
@@ -14,10 +15,12 @@ struct ref {
 
 struct edge {
 	uint32_t dev;
-	int32_t delta;
+	int32_t delta;  /* +1 a reference starts, -1 one ends */
 	uint64_t pos;
+	uint32_t file;
 };
 
+/* By position; at one position ends before starts: touching is not sharing. */
 static int cmp_edge(const void *a, const void *b)
 {
 	const struct edge *x = a, *y = b;
@@ -26,7 +29,7 @@ static int cmp_edge(const void *a, const void *b)
 		return x->dev < y->dev ? -1 : 1;
 	if (x->pos != y->pos)
 		return x->pos < y->pos ? -1 : 1;
-	return 0;
+	return x->delta - y->delta;
 }
 
 struct owned_seg {
@@ -60,56 +63,99 @@ static void uf_union(uint32_t *parent, uint32_t a, uint32_t b)
 		parent[a < b ? b : a] = a < b ? a : b;
 }
 
-/* Physical pages covered by two or more references, as maximal ranges. */
-static int find_shared_ranges(const struct ref *refs, size_t nrefs, struct extmap *m)
+static int add_range(struct extmap *m, size_t *cap, struct shared_range r)
+{
+	if (m->nranges == *cap) {
+		size_t nc = *cap ? 2 * *cap : 16;
+		struct shared_range *p = realloc(m->ranges, nc * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		m->ranges = p;
+		*cap = nc;
+	}
+	m->ranges[m->nranges++] = r;
+	return 0;
+}
+
+/*
+ * One sweep over the reference edges: the maximal ranges of physical pages
+ * covered by two or more references get consecutive slots, and overlapping
+ * references join their files (union-find).  All references active at a
+ * position overlap there, so a starting reference need only join one of
+ * them.  A range is cut where coverage drops to zero between two edges at
+ * the same position: the files on either side may share nothing.
+ * range_file[k] receives a file of range k, to name its group later.
+ */
+static int sweep(const struct ref *refs, size_t nrefs, uint32_t *parent, struct extmap *m,
+		 uint32_t **range_file)
 {
 	struct edge *edges = malloc(2 * nrefs * sizeof(*edges) + 1);
-	size_t cap = 16, n = 0;
-	struct shared_range *ranges = malloc(cap * sizeof(*ranges));
-	uint64_t slot = 0;
+	uint32_t *rfile = NULL, active_file = 0;
+	size_t cap = 0, rcap = 0;
+	uint64_t slot = 0, start = 0;
+	long depth = 0;
+	bool open = false;
 
-	if (!edges || !ranges)
-		goto nomem;
+	if (!edges)
+		return -ENOMEM;
 	for (size_t i = 0; i < nrefs; i++) {
-		edges[2 * i] = (struct edge){ refs[i].dev, 1, refs[i].ppage };
-		edges[2 * i + 1] = (struct edge){ refs[i].dev, -1, refs[i].ppage + refs[i].npages };
+		edges[2 * i] = (struct edge){ refs[i].dev, 1, refs[i].ppage, refs[i].file };
+		edges[2 * i + 1] = (struct edge){ refs[i].dev, -1, refs[i].ppage + refs[i].npages,
+						  refs[i].file };
 	}
 	qsort(edges, 2 * nrefs, sizeof(*edges), cmp_edge);
 
-	long depth = 0;
-	uint64_t start = 0;
 	for (size_t i = 0; i < 2 * nrefs;) {
 		uint32_t dev = edges[i].dev;
 		uint64_t pos = edges[i].pos;
-		long before = depth;
 
-		/* All edges at one position first, so touching runs do not split. */
-		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos; i++)
-			depth += edges[i].delta;
-		if (before < 2 && depth >= 2) {
-			start = pos;
-		} else if (before >= 2 && depth < 2) {
-			if (n == cap) {
-				struct shared_range *r = realloc(ranges, 2 * cap * sizeof(*ranges));
+		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos && edges[i].delta < 0; i++)
+			depth--;
+		if (open && depth < 2) {
+			/* Closed here unless the starts below reopen it seamlessly. */
+			bool cut = depth == 0;
+			long after = depth;
 
-				if (!r)
+			for (size_t j = i; j < 2 * nrefs && edges[j].dev == dev && edges[j].pos == pos; j++)
+				after++;
+			if (cut || after < 2) {
+				if (add_range(m, &cap, (struct shared_range){ .dev = dev,
+						.group = DC_NO_GROUP, .ppage = start,
+						.npages = pos - start, .slot = slot }))
 					goto nomem;
-				ranges = r;
-				cap *= 2;
+				if (m->nranges > rcap) {
+					uint32_t *p = realloc(rfile, cap * sizeof(*p));
+
+					if (!p)
+						goto nomem;
+					rfile = p;
+					rcap = cap;
+				}
+				rfile[m->nranges - 1] = active_file;
+				slot += pos - start;
+				open = false;
 			}
-			ranges[n++] = (struct shared_range){ .dev = dev, .group = DC_NO_GROUP,
-				.ppage = start, .npages = pos - start, .slot = slot };
-			slot += pos - start;
+		}
+		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos; i++) {
+			if (depth > 0)
+				uf_union(parent, active_file, edges[i].file);
+			else
+				active_file = edges[i].file;
+			depth++;
+		}
+		if (!open && depth >= 2) {
+			open = true;
+			start = pos;
 		}
 	}
 	free(edges);
-	m->ranges = ranges;
-	m->nranges = n;
 	m->nslots = slot;
+	*range_file = rfile;
 	return 0;
 nomem:
 	free(edges);
-	free(ranges);
+	free(rfile);
 	return -ENOMEM;
 }
 
@@ -160,14 +206,8 @@ int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap 
 							      run->npages, run->lpage };
 		}
 	}
-	if (find_shared_ranges(refs, nrefs, m))
+	if (sweep(refs, nrefs, parent, m, &range_file))
 		goto nomem;
-
-	range_file = malloc(m->nranges * sizeof(uint32_t) + 1);
-	if (!range_file)
-		goto nomem;
-	for (size_t i = 0; i < m->nranges; i++)
-		range_file[i] = UINT32_MAX;
 
 	/* Cut every reference down to its overlap with the shared ranges. */
 	for (size_t i = 0; i < nrefs; i++) {
@@ -193,10 +233,6 @@ int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap 
 				.lpage = r->lpage + (lo - r->ppage),
 				.npages = hi - lo,
 				.slot = sr->slot + (lo - sr->ppage) } };
-			if (range_file[k] == UINT32_MAX)
-				range_file[k] = r->file;
-			else
-				uf_union(parent, range_file[k], r->file);
 		}
 	}
 

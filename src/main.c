@@ -28,7 +28,7 @@ int main(int argc, char **argv)
 {
 	libbpf_set_print(quiet_libbpf);
 	if (argc < 2) {
-		fputs(usage, stderr);
+		msg("a command is needed: dupcache report ... (see dupcache --help)");
 		return EXIT_USAGE;
 	}
 	if (!strcmp(argv[1], "report"))
@@ -41,7 +41,6 @@ int main(int argc, char **argv)
 		printf("dupcache %s\n", DUPCACHE_VERSION);
 		return EXIT_OK;
 	}
-	msg("unknown command '%s'", argv[1]);
-	fputs(usage, stderr);
+	msg("unknown command '%s' (see dupcache --help)", argv[1]);
 	return EXIT_USAGE;
 }

@@ -70,7 +70,8 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 	int c;
 
 	*o = (struct report_opts){ .top = 10 };
-	while ((c = getopt_long(argc, argv, "n:xh", longopts, NULL)) != -1) {
+	opterr = 0; /* our own one-line messages */
+	while ((c = getopt_long(argc, argv, ":n:xh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			o->json = true;
@@ -95,14 +96,16 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 		case 'h':
 			fputs(usage, stdout);
 			exit(EXIT_OK);
+		case ':':
+			msg("report: %s needs a value", argv[optind - 1]);
+			return EXIT_USAGE;
 		default:
-			fputs(usage, stderr);
+			msg("report: unknown option '%s' (see dupcache report --help)", argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
-		msg("report needs at least one PATH");
-		fputs(usage, stderr);
+		msg("report: at least one PATH is needed (see dupcache report --help)");
 		return EXIT_USAGE;
 	}
 	return EXIT_OK;

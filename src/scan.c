@@ -324,10 +324,6 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	unsigned P = s->page_size;
 	int fd, ret = 0;
 
-	if (!S_ISREG(walk_st->st_mode)) {
-		skip(s, o, &s->skipped.special, false, path, "not a regular file");
-		return;
-	}
 	/* Hard links: the first path seen names the inode. */
 	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
 		return;
@@ -408,9 +404,11 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 		case FTS_F:
 			scan_file(s, o, e->fts_path, e->fts_statp);
 			break;
-		case FTS_DEFAULT: /* FIFO, socket, device */
-			skip(s, o, &s->skipped.special, e->fts_level == 0, e->fts_path,
-			     "not a regular file");
+		case FTS_DEFAULT: /* FIFO, socket, device: named ones are bad input */
+			if (e->fts_level == 0)
+				skip(s, o, &s->skipped.special, true, e->fts_path, "not a regular file");
+			else
+				s->skipped.special++;
 			break;
 		case FTS_NS:
 			if (e->fts_level == 0 && e->fts_errno == ENOENT)

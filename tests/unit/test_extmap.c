@@ -127,6 +127,29 @@ static void adjacent_shared_ranges_merge(void **state)
 	extmap_free(&m);
 }
 
+static void touching_groups_stay_apart(void **state)
+{
+	/* {A, B} share 100..109 and {C, D} share 110..119: two groups. */
+	struct extmap_input in[] = {
+		FILE_IN(1, RUNS({ 0, 100, 10 })),
+		FILE_IN(1, RUNS({ 0, 110, 10 })),
+		FILE_IN(1, RUNS({ 5, 100, 10 })),
+		FILE_IN(1, RUNS({ 3, 110, 10 })),
+	};
+	struct extmap m;
+
+	(void)state;
+	assert_int_equal(extmap_build(in, 4, &m), 0);
+	assert_int_equal(m.ngroups, 2);
+	assert_int_equal(m.file_group[0], m.file_group[2]);
+	assert_int_equal(m.file_group[1], m.file_group[3]);
+	assert_int_not_equal(m.file_group[0], m.file_group[1]);
+	assert_int_equal(m.nslots, 20);
+	assert_int_equal(extmap_slot_group(&m, slot_of(&m, 0, 9)), m.file_group[0]);
+	assert_int_equal(extmap_slot_group(&m, slot_of(&m, 1, 0)), m.file_group[1]);
+	extmap_free(&m);
+}
+
 static void devices_are_separate_address_spaces(void **state)
 {
 	struct extmap_input in[] = {
@@ -210,6 +233,7 @@ int main(void)
 		cmocka_unit_test(partial_overlap_at_other_offset),
 		cmocka_unit_test(self_overlap_is_a_group_of_one),
 		cmocka_unit_test(adjacent_shared_ranges_merge),
+		cmocka_unit_test(touching_groups_stay_apart),
 		cmocka_unit_test(devices_are_separate_address_spaces),
 		cmocka_unit_test(chains_join_into_one_group),
 		cmocka_unit_test(many_extents),
