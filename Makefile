@@ -40,8 +40,8 @@ DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-
             libjson-c-dev libncurses-dev libcmocka-dev xfsprogs btrfs-progs \
             util-linux python3 tmux fio
 
-# The BPF object is an intermediate of the skeleton: keep it (tests read its BTF).
-.SECONDARY: $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS))
+# Intermediates of the chain .bpf.c -> .bpf.o -> .skel.h: keep them (tests read the BTF).
+.SECONDARY: $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS)) $(SKELS)
 
 .PHONY: all deps test unit-test integration-test asan demo bench vmlinux install clean
 
