@@ -68,6 +68,46 @@ struct {
 	__type(value, struct dc_group_stats);
 } group_stats SEC(".maps");
 
+/* u16 cgroup slot per tracked page, four to a word, parallel to `resident`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} page_cgroup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, DC_MAX_CGROUPS);
+	__type(key, __u32);
+	__type(value, struct dc_cgroup_stats);
+} cgroup_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DC_MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, __u32);
+} cgroup_slots SEC(".maps");
+
+/* Recently reclaimed tracked pages; the LRU keeps the newest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DC_EVICTED_MAX);
+	__type(key, struct dc_evicted_key);
+	__type(value, __u8);
+} evicted SEC(".maps");
+
+/* Start of a direct or memcg reclaim, by thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} reclaim_start SEC(".maps");
+
 /* Superblocks (s_dev) of the scanned trees: a clone landing there is news. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -117,6 +157,9 @@ struct range_ctx {
 	__u32 file_id;
 	int delta;          /* +1 page added, -1 page removed */
 	__u64 index;        /* first page of the range */
+	__u32 cgroup;       /* slot of the folio's memory cgroup (adds) */
+	bool reclaim;       /* removed by reclaim */
+	struct dc_evicted_key evicted; /* ino and dev set, index per page */
 	/* Cursor on the segment found last: folios walk pages in order. */
 	__u64 seg_lpage;
 	__u64 seg_end;
@@ -196,6 +239,50 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	}
 }
 
+/* The page's cgroup: recorded when it is added, charged back when it goes. */
+static __always_inline void account_cgroup(struct range_ctx *c, __u64 bit, __u64 idx)
+{
+	__u32 word = bit / 4, slot = c->cgroup;
+	struct dc_cgroup_stats *cg;
+	__u64 *w = bpf_map_lookup_elem(&page_cgroup, &word);
+
+	if (!w) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return;
+	}
+	if (c->delta > 0)
+		*((__u16 *)w + (bit & 3)) = slot;
+	else
+		slot = *((__u16 *)w + (bit & 3));
+	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
+	if (!cg)
+		return;
+	if (c->delta > 0) {
+		__sync_fetch_and_add(&cg->resident, 1);
+		/* A page reclaim took lately, back again: a refault. */
+		if (totals.reclaimed) {
+			c->evicted.index = idx;
+			if (bpf_map_lookup_elem(&evicted, &c->evicted)) {
+				bpf_map_delete_elem(&evicted, &c->evicted);
+				__sync_fetch_and_add(&cg->refaults, 1);
+				__sync_fetch_and_add(&c->stats->refaults, 1);
+				__sync_fetch_and_add(&totals.refaults, 1);
+			}
+		}
+	} else {
+		__sync_fetch_and_add(&cg->resident, (__u64)-1);
+		if (c->reclaim) {
+			__u8 one = 1;
+
+			c->evicted.index = idx;
+			bpf_map_update_elem(&evicted, &c->evicted, &one, BPF_ANY);
+			__sync_fetch_and_add(&cg->reclaimed, 1);
+			__sync_fetch_and_add(&c->stats->reclaimed, 1);
+			__sync_fetch_and_add(&totals.reclaimed, 1);
+		}
+	}
+}
+
 static int account_page(__u32 i, struct range_ctx *c)
 {
 	__u64 idx = c->index + i, bit, mask, old;
@@ -230,15 +317,22 @@ static int account_page(__u32 i, struct range_ctx *c)
 		__sync_fetch_and_add(&c->stats->resident, (__u64)-1);
 		__sync_fetch_and_add(&totals.resident, (__u64)-1);
 	}
+	account_cgroup(c, bit, idx);
 	if (c->file->seg_count)
 		account_copy(c, idx);
 	return 0;
 }
 
-static __always_inline void account_range(__u32 file_id, __u64 index,
-					  __u64 npages, int delta)
+static __always_inline void account_range(__u32 file_id, __u64 index, __u64 npages, int delta,
+					  __u32 cgroup, bool reclaim, struct dc_inode_key *key)
 {
-	struct range_ctx c = { .file_id = file_id, .delta = delta, .index = index };
+	struct range_ctx c = { .file_id = file_id, .delta = delta, .index = index,
+			       .cgroup = cgroup, .reclaim = reclaim };
+
+	if (key) {
+		c.evicted.ino = key->ino;
+		c.evicted.dev = key->dev;
+	}
 
 	c.file = bpf_map_lookup_elem(&files, &file_id);
 	c.stats = bpf_map_lookup_elem(&file_stats, &file_id);
@@ -265,47 +359,84 @@ static __always_inline __u32 *tracked_file(struct inode *inode)
 	return bpf_map_lookup_elem(&tracked, &key);
 }
 
+#define PF_MEMALLOC 0x00000800 /* set by every reclaimer: kswapd, direct, memcg, DAMON */
+
+/* The slot of a memory cgroup, handed out on first sight (bounded). */
+static __always_inline __u32 cgroup_slot(struct folio *folio)
+{
+	unsigned long memcg_data = folio->memcg_data;
+	struct mem_cgroup *memcg;
+	__u32 *slot, new;
+	__u64 id;
+
+	/* Page cache folios point at their mem_cgroup; the low bits are flags. */
+	memcg = (struct mem_cgroup *)(memcg_data & ~3UL);
+	if (!memcg)
+		return DC_CGROUP_UNKNOWN;
+	id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
+	slot = bpf_map_lookup_elem(&cgroup_slots, &id);
+	if (slot)
+		return *slot;
+	new = __sync_fetch_and_add(&totals.ncgroups, 1) + 1;
+	if (new >= DC_MAX_CGROUPS) {
+		__sync_fetch_and_add(&totals.cgroups_full, 1);
+		return DC_CGROUP_UNKNOWN;
+	}
+	struct dc_cgroup_stats *cg = bpf_map_lookup_elem(&cgroup_stats, &new);
+
+	if (cg)
+		cg->id = id;
+	/* Lost a race for the same cgroup: use the winner's slot. */
+	if (bpf_map_update_elem(&cgroup_slots, &id, &new, BPF_NOEXIST)) {
+		slot = bpf_map_lookup_elem(&cgroup_slots, &id);
+		return slot ? *slot : DC_CGROUP_UNKNOWN;
+	}
+	return new;
+}
+
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
+	struct dc_inode_key key = {};
+	struct dc_file_stats *st;
 	struct inode *host;
+	__u32 *fid, cgroup = DC_CGROUP_UNKNOWN;
+	bool reclaim = false;
 	__u64 npages;
-	__u32 *fid;
 
-	if (!mapping)
+	if (!mapping || !(host = mapping->host))
 		return 0;
-	host = mapping->host;
-	fid = tracked_file(host);
+	key.ino = host->i_ino;
+	key.dev = host->i_sb->s_dev;
+	fid = bpf_map_lookup_elem(&tracked, &key);
 	if (!fid)
 		return 0;
 	npages = folio_pages(folio);
-	/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
-	if (delta < 0 && (!host->i_nlink ||
-			  folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift))
-		note_change();
-	if (delta > 0)
+	if (delta > 0) {
 		__sync_fetch_and_add(&totals.added, npages);
-	else
+	} else {
 		__sync_fetch_and_add(&totals.removed, npages);
+		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
+		/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
+		if (!host->i_nlink ||
+		    folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift)
+			note_change();
+	}
 	if (paused) {
 		__sync_fetch_and_add(&totals.paused_events, 1);
 		return 0;
 	}
 	if (npages > DC_MAX_FOLIO_PAGES) {
 		__sync_fetch_and_add(&totals.oversize_folio, 1);
-		__sync_fetch_and_add(&totals.changes, 1);
+		note_change();
 		return 0;
 	}
-	account_range(*fid, folio->index, npages, delta);
-	/* Window counters per file, after the range so stats exist. */
-	struct dc_file_stats *st = bpf_map_lookup_elem(&file_stats, fid);
-
-	if (st) {
-		if (delta > 0)
-			__sync_fetch_and_add(&st->added, npages);
-		else
-			__sync_fetch_and_add(&st->removed, npages);
-	}
+	if (delta > 0)
+		cgroup = cgroup_slot(folio);
+	account_range(*fid, folio->index, npages, delta, cgroup, reclaim, &key);
+	st = bpf_map_lookup_elem(&file_stats, fid);
+	if (st)
+		__sync_fetch_and_add(delta > 0 ? &st->added : &st->removed, npages);
 	return 0;
 }
 
@@ -433,6 +564,67 @@ int fallocate_exit(void *ctx)
 	return 0;
 }
 
+/* Reclaim on the whole machine, for the view's header. */
+SEC("tp_btf/mm_vmscan_kswapd_wake")
+int BPF_PROG(kswapd_woke)
+{
+	__sync_fetch_and_add(&totals.kswapd_wakes, 1);
+	return 0;
+}
+
+static __always_inline void stall_begin(void)
+{
+	__u64 tid = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&reclaim_start, &tid, &now, BPF_ANY);
+}
+
+static __always_inline void stall_end(__u64 *stalls, __u64 *stall_ns)
+{
+	__u64 tid = bpf_get_current_pid_tgid(), *start = bpf_map_lookup_elem(&reclaim_start, &tid);
+
+	if (!start)
+		return;
+	__sync_fetch_and_add(stalls, 1);
+	__sync_fetch_and_add(stall_ns, bpf_ktime_get_ns() - *start);
+	bpf_map_delete_elem(&reclaim_start, &tid);
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(direct_reclaim_began)
+{
+	stall_begin();
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_direct_reclaim_end")
+int BPF_PROG(direct_reclaim_ended)
+{
+	stall_end(&totals.direct_stalls, &totals.direct_stall_ns);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(memcg_reclaim_began)
+{
+	stall_begin();
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_memcg_reclaim_end")
+int BPF_PROG(memcg_reclaim_ended)
+{
+	stall_end(&totals.memcg_stalls, &totals.memcg_stall_ns);
+	return 0;
+}
+
+SEC("tp_btf/mm_vmscan_lru_shrink_inactive")
+int BPF_PROG(lru_shrunk, int nid, unsigned long nr_scanned, unsigned long nr_reclaimed)
+{
+	__sync_fetch_and_add(&totals.pages_reclaimed, nr_reclaimed);
+	return 0;
+}
+
 /*
  * Seeding: the loader replays what mincore found resident through the
  * same accounting as the events, so there is one definition of a count.
@@ -444,6 +636,6 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (npages > DC_SEED_MAX_PAGES)
 		return -1;
-	account_range(ctx->file_id, ctx->index, npages, 1);
+	account_range(ctx->file_id, ctx->index, npages, 1, ctx->cgroup, false, NULL);
 	return 0;
 }

@@ -53,9 +53,36 @@ struct dc_segment {
 struct dc_file_stats {
 	__u64 resident;      /* resident pages of the file */
 	__u64 shared_copies; /* resident pages that map to a shared physical page */
-	__u64 added;         /* pages added to the page cache in this window */
-	__u64 removed;       /* pages removed from the page cache in this window */
+	__u64 added;         /* pages added to the page cache since the last sync */
+	__u64 removed;       /* pages removed from the page cache since the last sync */
+	__u64 reclaimed;     /* of those removed, by reclaim (kswapd, direct, memcg, proactive) */
+	__u64 refaults;      /* of those added, pages reclaim had removed (see `evicted`) */
 };
+
+/*
+ * Memory cgroups that pages of tracked files are charged to, by slot.
+ * Slot 0 holds pages whose cgroup is unknown: cached before the engine
+ * started (seeded from mincore), or past DC_MAX_CGROUPS cgroups.
+ */
+#define DC_MAX_CGROUPS 1024
+#define DC_CGROUP_UNKNOWN 0
+struct dc_cgroup_stats {
+	__u64 id;        /* cgroup id (its kernfs inode number) */
+	__u64 resident;
+	__u64 added;
+	__u64 removed;
+	__u64 reclaimed;
+	__u64 refaults;
+};
+
+/* A page reclaim removed: an add of the same page soon after is a refault. */
+struct dc_evicted_key {
+	__u64 ino;
+	__u64 index;
+	__u32 dev;
+	__u32 pad;
+};
+#define DC_EVICTED_MAX 65536
 
 struct dc_group_stats {
 	__u64 copies; /* resident pages of members on shared physical pages */
@@ -75,6 +102,17 @@ struct dc_totals {
 	__u64 oversize_folio; /* folios larger than DC_MAX_FOLIO_PAGES */
 	__u64 paused_events;  /* events seen while the loader was rebuilding */
 	__u64 missing_entry;  /* map lookups that failed (must stay 0) */
+	__u64 reclaimed;      /* tracked pages removed by reclaim */
+	__u64 refaults;       /* tracked pages added again after reclaim removed them */
+	__u64 ncgroups;       /* cgroup slots handed out (slot 0 excluded) */
+	__u64 cgroups_full;   /* pages charged to a cgroup that found no slot */
+	/* Reclaim on the whole machine (mm_vmscan_* tracepoints). */
+	__u64 kswapd_wakes;
+	__u64 direct_stalls;  /* direct reclaim, ended */
+	__u64 direct_stall_ns;
+	__u64 memcg_stalls;   /* memory cgroup limit reclaim, ended */
+	__u64 memcg_stall_ns;
+	__u64 pages_reclaimed;
 };
 
 /* Context of the seed program: account [index, index + npages) of a file. */
@@ -82,6 +120,8 @@ struct dc_seed_ctx {
 	__u32 file_id;
 	__u32 npages;
 	__u64 index;
+	__u32 cgroup;   /* slot the pages were charged to, as far as known */
+	__u32 pad;
 };
 
 #endif /* DUPCACHE_H */

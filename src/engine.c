@@ -20,14 +20,33 @@ struct capacity {
 	uint32_t files, segs, groups, slot_words, bit_words;
 };
 
+/* Where a file's pages sat in the maps at the last sync. */
+struct file_layout {
+	struct dc_inode_key key;
+	uint64_t bit_base, npages;
+};
+
+/* Page cgroup slots of the last sync, carried into the next one. */
+struct cgroup_memo {
+	struct file_layout *files;  /* sorted by key */
+	size_t nfiles;
+	uint16_t *slots;            /* by old bit */
+	uint64_t ids[DC_MAX_CGROUPS];
+	uint64_t nslots;
+};
+
 struct engine {
 	struct dupcache_bpf *skel;
 	struct capacity cap;
 	/* mmapped map values */
 	uint64_t *resident;
 	uint64_t *slot_words;
+	uint16_t *page_cgroup;
 	struct dc_file_stats *file_stats;
 	struct dc_group_stats *group_stats;
+	struct dc_cgroup_stats *cgroup_stats;
+	struct file_layout *layout; /* by file id, of the last sync */
+	uint64_t nbits;
 	/* what was put in `tracked`, to take it out again */
 	struct dc_inode_key *keys;
 	size_t nkeys;
@@ -71,6 +90,12 @@ static const struct {
 	{ "copy_range_exit", "syscalls/sys_exit_copy_file_range", "copy_file_range clones" },
 	{ "fallocate_enter", "syscalls/sys_enter_fallocate", "fallocate" },
 	{ "fallocate_exit", "syscalls/sys_exit_fallocate", "fallocate" },
+	{ "kswapd_woke", "vmscan/mm_vmscan_kswapd_wake", "kswapd wake-ups" },
+	{ "direct_reclaim_began", "vmscan/mm_vmscan_direct_reclaim_begin", "direct reclaim stalls" },
+	{ "direct_reclaim_ended", "vmscan/mm_vmscan_direct_reclaim_end", "direct reclaim stalls" },
+	{ "memcg_reclaim_began", "vmscan/mm_vmscan_memcg_reclaim_begin", "cgroup reclaim stalls" },
+	{ "memcg_reclaim_ended", "vmscan/mm_vmscan_memcg_reclaim_end", "cgroup reclaim stalls" },
+	{ "lru_shrunk", "vmscan/mm_vmscan_lru_shrink_inactive", "pages reclaimed" },
 };
 
 /* As libbpf-tools' tracepoint_exists(): the tracefs event directory. */
@@ -181,9 +206,13 @@ static void unload(struct engine *e)
 	map_munmap(e->skel->maps.slot_copies, e->slot_words);
 	map_munmap(e->skel->maps.file_stats, e->file_stats);
 	map_munmap(e->skel->maps.group_stats, e->group_stats);
+	map_munmap(e->skel->maps.page_cgroup, e->page_cgroup);
+	map_munmap(e->skel->maps.cgroup_stats, e->cgroup_stats);
 	e->resident = e->slot_words = NULL;
+	e->page_cgroup = NULL;
 	e->file_stats = NULL;
 	e->group_stats = NULL;
+	e->cgroup_stats = NULL;
 	dupcache_bpf__destroy(e->skel);
 	e->skel = NULL;
 	e->nkeys = 0;
@@ -222,6 +251,8 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
 	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
 	bpf_map__set_max_entries(skel->maps.resident, cap.bit_words);
+	/* Four u16 cgroup slots a word against 64 residency bits. */
+	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.bit_words * 16);
 
 	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
 	for (size_t i = 0; i < sizeof(optional_progs) / sizeof(optional_progs[0]); i++) {
@@ -248,7 +279,10 @@ static int load(struct engine *e, const struct capacity *want)
 	e->slot_words = map_mmap(skel->maps.slot_copies);
 	e->file_stats = map_mmap(skel->maps.file_stats);
 	e->group_stats = map_mmap(skel->maps.group_stats);
-	if (!e->resident || !e->slot_words || !e->file_stats || !e->group_stats) {
+	e->page_cgroup = map_mmap(skel->maps.page_cgroup);
+	e->cgroup_stats = map_mmap(skel->maps.cgroup_stats);
+	if (!e->resident || !e->slot_words || !e->file_stats || !e->group_stats ||
+	    !e->page_cgroup || !e->cgroup_stats) {
 		err = -errno;
 		unload(e);
 		return load_error(err, "mapping the engine's counters");
@@ -266,6 +300,15 @@ static void carry_window(struct engine *e)
 	e->carried.changes += t->changes;
 	e->carried.oversize_folio += t->oversize_folio;
 	e->carried.missing_entry += t->missing_entry;
+	e->carried.reclaimed += t->reclaimed;
+	e->carried.refaults += t->refaults;
+	e->carried.cgroups_full += t->cgroups_full;
+	e->carried.kswapd_wakes += t->kswapd_wakes;
+	e->carried.direct_stalls += t->direct_stalls;
+	e->carried.direct_stall_ns += t->direct_stall_ns;
+	e->carried.memcg_stalls += t->memcg_stalls;
+	e->carried.memcg_stall_ns += t->memcg_stall_ns;
+	e->carried.pages_reclaimed += t->pages_reclaimed;
 	if (t->peak_dup > e->carried.peak_dup)
 		e->carried.peak_dup = t->peak_dup;
 }
@@ -299,17 +342,23 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->file_stats, 0, (size_t)e->cap.files * sizeof(*e->file_stats));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
+	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
+		e->cgroup_stats[i].resident = 0;
 	skel->bss->totals.resident = 0;
 	skel->bss->totals.copies = 0;
 	skel->bss->totals.dup = 0;
 
+	e->layout = xrealloc(e->layout, s->nfiles ? s->nfiles : 1, sizeof(*e->layout));
 	for (size_t i = 0; i < s->nfiles; i++) {
 		files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
 					     .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
 					     .group = m->file_group[i] };
+		e->layout[i] = (struct file_layout){ { .ino = s->files[i].ino, .dev = s->files[i].sb_dev },
+						     bit, s->files[i].npages };
 		bit += s->files[i].npages;
 		ids[i] = i;
 	}
+	e->nbits = bit;
 	err = update_batch(skel->maps.files, ids, files, s->nfiles);
 	for (size_t i = 0; !err && i < m->nsegs; i++)
 		ids[i] = i;
@@ -332,29 +381,89 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	return err ? -errno : 0;
 }
 
-/* Replay what is resident now through the programs' own accounting. */
-static int seed(struct engine *e, const struct scan *s)
+static int cmp_layout(const void *a, const void *b)
+{
+	const struct dc_inode_key *x = &((const struct file_layout *)a)->key;
+	const struct dc_inode_key *y = &((const struct file_layout *)b)->key;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Before the maps are rewritten: which cgroup each resident page was charged to. */
+static void memo_cgroups(struct engine *e, struct cgroup_memo *memo)
+{
+	memset(memo, 0, sizeof(*memo));
+	if (!e->skel || !e->nfiles)
+		return;
+	memo->nfiles = e->nfiles;
+	memo->files = xcalloc(e->nfiles, sizeof(*memo->files));
+	memcpy(memo->files, e->layout, e->nfiles * sizeof(*memo->files));
+	qsort(memo->files, memo->nfiles, sizeof(*memo->files), cmp_layout);
+	memo->slots = xcalloc(e->nbits ? e->nbits : 1, sizeof(uint16_t));
+	memcpy(memo->slots, e->page_cgroup, e->nbits * sizeof(uint16_t));
+	memo->nslots = e->skel->bss->totals.ncgroups;
+	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
+		memo->ids[i] = e->cgroup_stats[i].id;
+}
+
+/* After a reload the new maps know no cgroups: hand the old slots back. */
+static void restore_cgroup_slots(struct engine *e, const struct cgroup_memo *memo)
+{
+	int fd = bpf_map__fd(e->skel->maps.cgroup_slots);
+
+	if (e->skel->bss->totals.ncgroups >= memo->nslots)
+		return;
+	for (uint32_t slot = 1; slot <= memo->nslots && slot < DC_MAX_CGROUPS; slot++) {
+		e->cgroup_stats[slot].id = memo->ids[slot];
+		bpf_map_update_elem(fd, &memo->ids[slot], &slot, BPF_ANY);
+	}
+	e->skel->bss->totals.ncgroups = memo->nslots;
+}
+
+static const uint16_t *memo_file(const struct cgroup_memo *memo, const struct dc_inode_key *key,
+				 uint64_t *npages)
+{
+	struct file_layout probe = { .key = *key };
+	const struct file_layout *l = memo->nfiles ?
+		bsearch(&probe, memo->files, memo->nfiles, sizeof(*l), cmp_layout) : NULL;
+
+	*npages = l ? l->npages : 0;
+	return l ? memo->slots + l->bit_base : NULL;
+}
+
+/*
+ * Replay what is resident now through the programs' own accounting, one
+ * run of pages per call; a run also keeps to one remembered cgroup.
+ */
+static int seed(struct engine *e, const struct scan *s, const struct cgroup_memo *memo)
 {
 	int fd = bpf_program__fd(e->skel->progs.seed_range);
 
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
+		uint64_t old_npages;
+		const uint16_t *old = memo_file(memo, &e->layout[i].key, &old_npages);
 
+#define CGROUP_OF(p) (old && (p) < old_npages ? old[p] : DC_CGROUP_UNKNOWN)
 		for (uint64_t p = 0; f->resident && p < f->npages;) {
-			struct dc_seed_ctx ctx = { .file_id = i, .index = p };
+			struct dc_seed_ctx ctx = { .file_id = i, .index = p, .cgroup = CGROUP_OF(p) };
 			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
 
 			if (!bit_test(f->resident, p)) {
 				p++;
 				continue;
 			}
-			while (p < f->npages && bit_test(f->resident, p) && ctx.npages < DC_SEED_MAX_PAGES) {
+			while (p < f->npages && bit_test(f->resident, p) && CGROUP_OF(p) == ctx.cgroup &&
+			       ctx.npages < DC_SEED_MAX_PAGES) {
 				ctx.npages++;
 				p++;
 			}
 			if (bpf_prog_test_run_opts(fd, &run) || run.retval)
 				return -(errno ? errno : EINVAL);
 		}
+#undef CGROUP_OF
 	}
 	return 0;
 }
@@ -362,30 +471,41 @@ static int seed(struct engine *e, const struct scan *s)
 int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 {
 	struct capacity want = need(s, m);
+	struct cgroup_memo memo;
 	int err;
 
+	memo_cgroups(e, &memo);
 	if (!e->skel || !fits(&e->cap, &want)) {
 		if (e->skel) {
 			carry_window(e);
 			unload(e);
 		}
 		err = load(e, &want);
-		if (err)
-			return err;
+		if (!err)
+			restore_cgroup_slots(e, &memo);
 	} else {
 		e->skel->bss->paused = 1;
 		/* Let programs already past the paused check finish. */
 		usleep(10000);
+		err = 0;
 	}
-	err = fill_maps(e, s, m);
-	e->skel->bss->paused = 0;
+	if (!err) {
+		err = fill_maps(e, s, m);
+		e->skel->bss->paused = 0;
+		if (err)
+			err = load_error(err, "filling the engine's maps");
+	}
+	if (!err) {
+		/* After attaching: a page added from now on is an event or resident. */
+		scan_residency(s);
+		err = seed(e, s, &memo);
+		if (err)
+			err = load_error(err, "seeding the engine");
+	}
+	free(memo.files);
+	free(memo.slots);
 	if (err)
-		return load_error(err, "filling the engine's maps");
-	/* After attaching: a page added from now on is an event or resident. */
-	scan_residency(s);
-	err = seed(e, s);
-	if (err)
-		return load_error(err, "seeding the engine");
+		return err;
 	e->nfiles = s->nfiles;
 	e->ngroups = m->ngroups;
 	e->file_resident = xrealloc(e->file_resident, e->nfiles ? e->nfiles : 1, sizeof(uint64_t));
@@ -445,6 +565,7 @@ void engine_stop(struct engine *e)
 		return;
 	unload(e);
 	free(e->keys);
+	free(e->layout);
 	free(e->file_resident);
 	free(e->group_dup);
 	free(e);
