@@ -12,10 +12,9 @@
 #include "output.h"
 #include "scan.h"
 #include "stats.h"
+#include "tracker.h"
 #include "util.h"
 
-/* A change is acted on after this much quiet, so a burst costs one rescan. */
-#define REFRESH_SETTLE_NS 200000000LL
 #define POLL_NS 50000000LL
 
 static const char usage[] =
@@ -38,14 +37,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	interrupted = 1;
-}
-
-static long long now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static bool parse_number(const char *s, double *out)
@@ -111,21 +102,6 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 	return EXIT_OK;
 }
 
-/* Scan + physical page index; the scan's skips stay with the scan. */
-static void survey(char **paths, int npaths, const struct scan_opts *opts, struct scan *s,
-		   struct extmap *m)
-{
-	struct extmap_input *in;
-
-	scan_paths(paths, npaths, opts, s);
-	in = scan_extmap_input(s);
-	if (extmap_build(in, s->nfiles, m)) {
-		msg("out of memory building the extent map");
-		exit(EXIT_FAIL);
-	}
-	free(in);
-}
-
 static void print(const struct report_opts *o, const struct report_view *v)
 {
 	if (o->json)
@@ -135,72 +111,47 @@ static void print(const struct report_opts *o, const struct report_view *v)
 	fflush(stdout);
 }
 
-static int watch(const struct report_opts *o, char **paths, int npaths, struct scan *s,
-		 struct extmap *m)
+static int watch(const struct report_opts *o, char **paths, int npaths, bool *input_lost)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
-	struct engine *e = NULL;
+	struct tracker t;
 	struct engine_window w;
 	struct dup_counts counts;
 	struct dup_stats st;
-	long long start, deadline, changed_at = 0;
-	uint64_t seen_changes;
+	long long start, deadline;
 	int ret;
 
-	ret = engine_probe();
-	if (ret)
+	ret = tracker_start(&t, paths, npaths, &o->scan);
+	if (ret) {
+		tracker_stop(&t);
 		return ret;
-	ret = engine_start(&e, s, m);
-	if (ret)
-		return ret;
+	}
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	msg("watching %zu files (%zu sharing groups) for %.1f s", s->nfiles, (size_t)m->ngroups,
-	    o->watch);
-
-	start = now_ns();
+	msg("watching %zu files (%zu sharing groups) for %.1f s", t.scan.nfiles,
+	    (size_t)t.map.ngroups, o->watch);
+	start = monotonic_ns();
 	deadline = start + (long long)(o->watch * 1e9);
-	seen_changes = engine_changes(e);
-	for (;;) {
-		long long t = now_ns();
-		uint64_t changes = engine_changes(e);
-		bool done = interrupted || t >= deadline;
-
-		if (changes != seen_changes) {
-			/* Wait for quiet, unless the window is over. */
-			if (!changed_at)
-				changed_at = t;
-			seen_changes = changes;
-		}
-		if (changed_at && (done || t - changed_at >= REFRESH_SETTLE_NS)) {
-			struct scan_opts quiet = o->scan;
-
-			quiet.quiet = true;
-			changed_at = 0;
-			seen_changes = engine_changes(e);
-			scan_free(s);
-			extmap_free(m);
-			survey(paths, npaths, &quiet, s, m);
-			ret = engine_sync(e, s, m);
-			if (ret)
-				break;
-			continue;
-		}
-		if (done)
-			break;
+	while (!interrupted && monotonic_ns() < deadline && !ret) {
 		nanosleep(&(struct timespec){ 0, POLL_NS }, NULL);
+		ret = tracker_poll(&t, false);
 	}
+	/* The end state reflects changes not yet acted on. */
+	if (!ret)
+		ret = tracker_poll(&t, true);
 	if (!ret) {
-		engine_counts(e, &counts);
-		engine_window(e, &w);
-		stats_build(s, m, &counts, &st);
-		print(o, &(struct report_view){ s, &st, o->top, &w, (now_ns() - start) / 1e9 });
+		engine_counts(t.engine, &counts);
+		engine_window(t.engine, &w);
+		stats_build(&t.scan, &t.map, &counts, &st);
+		print(o, &(struct report_view){ &t.scan, &st, o->top, &w,
+						(monotonic_ns() - start) / 1e9 });
 		stats_free(&st);
 		if (w.missing_entry)
 			msg("internal error: %llu engine map lookups failed; figures may be wrong",
 			    (unsigned long long)w.missing_entry);
 	}
-	engine_stop(e);
+	*input_lost = t.scan.input_lost;
+	tracker_stop(&t);
 	return ret;
 }
 
@@ -209,29 +160,32 @@ int cmd_report(int argc, char **argv)
 	struct report_opts o;
 	struct scan s;
 	struct extmap m;
+	bool input_lost = false;
 	int ret = parse_opts(argc, argv, &o);
 
 	if (ret)
 		return ret;
 	if (o.watch) {
-		/* Fail before scanning when the engine cannot run at all. */
-		ret = engine_probe();
-		if (ret)
-			return ret;
-	}
-	survey(argv + optind, argc - optind, &o.scan, &s, &m);
-	if (o.watch) {
-		ret = watch(&o, argv + optind, argc - optind, &s, &m);
+		ret = watch(&o, argv + optind, argc - optind, &input_lost);
 	} else {
+		struct extmap_input *in;
 		struct dup_stats st;
 
+		scan_paths(argv + optind, argc - optind, &o.scan, &s);
+		in = scan_extmap_input(&s);
+		if (extmap_build(in, s.nfiles, &m)) {
+			msg("out of memory building the extent map");
+			return EXIT_FAIL;
+		}
+		free(in);
 		stats_from_snapshot(&s, &m, &st);
 		print(&o, &(struct report_view){ .scan = &s, .stats = &st, .top = o.top });
 		stats_free(&st);
+		input_lost = s.input_lost;
+		scan_free(&s);
+		extmap_free(&m);
 	}
-	if (!ret && s.input_lost)
+	if (!ret && input_lost)
 		ret = EXIT_PARTIAL;
-	scan_free(&s);
-	extmap_free(&m);
 	return ret;
 }

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <stdlib.h>
+#include <time.h>
+#include "tracker.h"
+#include "util.h"
+
+/* A change is acted on after this much quiet, so a burst costs one rescan. */
+#define REFRESH_SETTLE_NS 200000000LL
+
+long long monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void survey(struct tracker *t, const struct scan_opts *opts)
+{
+	struct extmap_input *in;
+
+	scan_paths(t->paths, t->npaths, opts, &t->scan);
+	in = scan_extmap_input(&t->scan);
+	if (extmap_build(in, t->scan.nfiles, &t->map)) {
+		msg("out of memory building the extent map");
+		exit(EXIT_FAIL);
+	}
+	free(in);
+}
+
+int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan_opts *opts)
+{
+	int ret;
+
+	*t = (struct tracker){ .paths = paths, .npaths = npaths, .opts = *opts };
+	/* Fail before scanning when the engine cannot run at all. */
+	ret = engine_probe();
+	if (ret)
+		return ret;
+	survey(t, opts);
+	ret = engine_start(&t->engine, &t->scan, &t->map);
+	if (ret)
+		return ret;
+	t->seen_changes = engine_changes(t->engine);
+	return EXIT_OK;
+}
+
+int tracker_poll(struct tracker *t, bool now)
+{
+	long long clock = monotonic_ns();
+	uint64_t changes = engine_changes(t->engine);
+	struct scan_opts quiet = t->opts;
+	struct scan old = t->scan;
+
+	if (changes != t->seen_changes) {
+		t->changed_at = clock;
+		t->seen_changes = changes;
+	}
+	if (!t->changed_at || (!now && clock - t->changed_at < REFRESH_SETTLE_NS))
+		return EXIT_OK;
+	t->changed_at = 0;
+	t->seen_changes = engine_changes(t->engine);
+	/* What the first scan said about bad input stays said; rescans are quiet. */
+	quiet.quiet = true;
+	extmap_free(&t->map);
+	survey(t, &quiet);
+	t->scan.input_lost |= old.input_lost;
+	scan_free(&old);
+	t->generation++;
+	return engine_sync(t->engine, &t->scan, &t->map);
+}
+
+void tracker_stop(struct tracker *t)
+{
+	engine_stop(t->engine);
+	scan_free(&t->scan);
+	extmap_free(&t->map);
+	t->engine = NULL;
+}
