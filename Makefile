@@ -19,7 +19,7 @@ PYTHON   ?= /usr/bin/python3
 OUT      ?= build
 BIN      ?= dupcache
 ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKGS     := libbpf json-c
+PKGS     := libbpf json-c ncursesw
 WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
 # Kept apart from CFLAGS so `make CFLAGS=...` changes optimisation, not these.
@@ -31,9 +31,9 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
-APP_OBJS := $(OUT)/main.o $(OUT)/report.o
+APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o
 
 # Debian 12 packages: build, run, test, demo, bench.
 DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-dev \

@@ -544,19 +544,83 @@ void engine_counts(struct engine *e, struct dup_counts *out)
 	out->group_dup = e->group_dup;
 }
 
+/* The live totals plus what earlier loads of the engine counted. */
+static struct dc_totals totals_now(const struct engine *e)
+{
+	struct dc_totals t = e->skel->bss->totals;
+	const struct dc_totals *c = &e->carried;
+
+	t.added += c->added;
+	t.removed += c->removed;
+	t.changes += c->changes;
+	t.oversize_folio += c->oversize_folio;
+	t.missing_entry += c->missing_entry;
+	t.reclaimed += c->reclaimed;
+	t.refaults += c->refaults;
+	t.cgroups_full += c->cgroups_full;
+	t.kswapd_wakes += c->kswapd_wakes;
+	t.direct_stalls += c->direct_stalls;
+	t.direct_stall_ns += c->direct_stall_ns;
+	t.memcg_stalls += c->memcg_stalls;
+	t.memcg_stall_ns += c->memcg_stall_ns;
+	t.pages_reclaimed += c->pages_reclaimed;
+	if (c->peak_dup > t.peak_dup)
+		t.peak_dup = c->peak_dup;
+	return t;
+}
+
 void engine_window(const struct engine *e, struct engine_window *w)
 {
-	const struct dc_totals *t = &e->skel->bss->totals;
+	struct dc_totals t = totals_now(e);
 
 	*w = (struct engine_window){
-		.pages_added = e->carried.added + t->added,
-		.pages_removed = e->carried.removed + t->removed,
-		.peak_dup_pages = t->peak_dup > e->carried.peak_dup ? t->peak_dup : e->carried.peak_dup,
+		.pages_added = t.added,
+		.pages_removed = t.removed,
+		.peak_dup_pages = t.peak_dup,
 		.refreshes = e->refreshes,
 		.untracked_files = e->untracked,
-		.oversize_folios = e->carried.oversize_folio + t->oversize_folio,
-		.missing_entry = e->carried.missing_entry + t->missing_entry,
+		.oversize_folios = t.oversize_folio,
+		.missing_entry = t.missing_entry,
 	};
+}
+
+void engine_sample(const struct engine *e, struct engine_sample *out)
+{
+	*out = (struct engine_sample){
+		.totals = totals_now(e),
+		.files = e->file_stats,
+		.nfiles = e->nfiles,
+		.groups = e->group_stats,
+		.ngroups = e->ngroups,
+		.cgroups = e->cgroup_stats,
+	};
+	out->ncgroups = out->totals.ncgroups + 1 < DC_MAX_CGROUPS ? out->totals.ncgroups + 1
+								  : DC_MAX_CGROUPS;
+}
+
+void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t *file_share,
+		       uint64_t *cgroup_share)
+{
+	const uint32_t *copies = (const uint32_t *)e->slot_words;
+	const uint64_t P = sysconf(_SC_PAGESIZE);
+
+	memset(cgroup_share, 0, DC_MAX_CGROUPS * sizeof(*cgroup_share));
+	for (size_t f = 0; f < e->nfiles; f++) {
+		file_share[f] = 0;
+		for (uint32_t k = 0; k < m->seg_count[f]; k++) {
+			const struct dc_segment *seg = &m->segs[m->seg_first[f] + k];
+
+			for (uint64_t p = 0; p < seg->npages; p++) {
+				uint64_t bit = e->layout[f].bit_base + seg->lpage + p;
+				uint32_t c = __atomic_load_n(&copies[seg->slot + p], __ATOMIC_RELAXED);
+
+				if (c < 2 || !bit_test(e->resident, bit))
+					continue;
+				file_share[f] += P * (c - 1) / c;
+				cgroup_share[e->page_cgroup[bit] % DC_MAX_CGROUPS] += P * (c - 1) / c;
+			}
+		}
+	}
 }
 
 void engine_stop(struct engine *e)

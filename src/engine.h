@@ -39,6 +39,24 @@ uint64_t engine_changes(const struct engine *e);
 /* Counts for stats_build(); arrays owned by the engine until the next sync. */
 void engine_counts(struct engine *e, struct dup_counts *out);
 void engine_window(const struct engine *e, struct engine_window *out);
+/* Everything the kernel side counts, for a live view; valid until the next sync. */
+struct engine_sample {
+	struct dc_totals totals;            /* since start (window counters carried) */
+	const struct dc_file_stats *files;  /* by file id; window counters since the last sync */
+	size_t nfiles;
+	const struct dc_group_stats *groups;
+	size_t ngroups;
+	const struct dc_cgroup_stats *cgroups; /* by slot; slot 0: unknown */
+	size_t ncgroups;
+};
+void engine_sample(const struct engine *e, struct engine_sample *out);
+/*
+ * Each resident copy of a physical page held c times carries (c - 1) / c of a
+ * page of duplicate bytes (rounded down per page), so shares add up to the
+ * total: per file id and per cgroup slot (arrays of nfiles / DC_MAX_CGROUPS).
+ */
+void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t *file_share,
+		       uint64_t *cgroup_share);
 void engine_stop(struct engine *e);
 
 #endif

@@ -13,6 +13,7 @@ static const char usage[] =
 	"usage: dupcache COMMAND [OPTIONS] PATH...\n"
 	"commands:\n"
 	"  report   page cache duplicated across reflinked files, now or over a window\n"
+	"  top      live view: duplication by group, file or cgroup, and reclaim\n"
 	"run 'dupcache COMMAND --help' for its options\n";
 
 static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -33,6 +34,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "report"))
 		return cmd_report(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "top"))
+		return cmd_top(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(usage, stdout);
 		return EXIT_OK;
