@@ -345,7 +345,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		}
 		free(f.runs);
 		f = (struct scanned_file){ .st_dev = before.st_dev, .ino = before.st_ino,
-					   .size = before.st_size,
+					   .size = before.st_size, .ctime = before.st_ctim,
 					   .npages = (before.st_size + P - 1) / P };
 		ret = read_extents(&f, fd, P);
 		if (ret == -EOPNOTSUPP) {

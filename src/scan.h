@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 #include "extmap.h"
 
 struct scanned_file {
@@ -18,6 +19,7 @@ struct scanned_file {
 	uint64_t ino;
 	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
 	uint64_t size;
+	struct timespec ctime;  /* when it was read: a later one means it changed */
 	uint64_t npages;        /* ceil(size / page size) */
 	struct page_run *runs;  /* file pages that map to physical pages */
 	size_t nruns;

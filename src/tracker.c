@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "tracker.h"
 #include "util.h"
@@ -28,6 +29,20 @@ static void survey(struct tracker *t, const struct scan_opts *opts)
 	free(in);
 }
 
+/* Did any file change between the scan and the moment the engine was attached? */
+static bool changed_since_scan(const struct scan *s)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		const struct scanned_file *f = &s->files[i];
+		struct stat st;
+
+		if (stat(f->path, &st) || st.st_ino != f->ino || (uint64_t)st.st_size != f->size ||
+		    st.st_ctim.tv_sec != f->ctime.tv_sec || st.st_ctim.tv_nsec != f->ctime.tv_nsec)
+			return true;
+	}
+	return false;
+}
+
 int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan_opts *opts)
 {
 	int ret;
@@ -41,7 +56,13 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	ret = engine_start(&t->engine, &t->scan, &t->map);
 	if (ret)
 		return ret;
-	t->seen_changes = engine_changes(t->engine);
+	/*
+	 * Every change the engine saw since it was attached counts (seen_changes
+	 * starts at 0); one that slipped in before it was attached shows in the
+	 * files' ctime.
+	 */
+	if (changed_since_scan(&t->scan))
+		t->changed_at = monotonic_ns();
 	return EXIT_OK;
 }
 
