@@ -1,0 +1,1126 @@
+#!/usr/bin/python3
+"""Integration tests of dupcache against tests/oracle.py on loop XFS/btrfs.
+
+    /usr/bin/python3 tests/test_integration.py --bin ./dupcache [-k NAME]...
+    /usr/bin/python3 tests/test_integration.py --oracle-only   # no binary:
+        only the oracle's self-checks and the scenarios' hand-computed
+        numbers against the oracle
+
+Run as root from the repo root.  Prints PASS/FAIL/SKIP per test and a last
+line "integration: N passed, N failed, N skipped"; exits 1 if any failed.
+-k NAME keeps the tests whose name contains NAME (repeatable).
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True     # leave no __pycache__ in tests/
+sys.path.insert(0, HERE)
+import oracle                                           # noqa: E402
+import fsimg                                            # noqa: E402
+from fsimg import (LoopFs, TmpFs, MiB, PAGE, spawn, make_file,  # noqa: E402
+                   reflink, clone_range, read_range, drop, write_at, data,
+                   cold, run)
+
+FSTYPES = ('xfs', 'btrfs')
+BIN = None
+ORACLE_ONLY = False
+NOBODY = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups']
+SKIP_KEYS = ('missing', 'unreadable', 'vanished', 'changed', 'special',
+             'no_fiemap')
+
+
+class Skip(Exception):
+    pass
+
+
+class Fail(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+TESTS = []   # (name, function, needs the binary)
+
+
+def test(name, needs_bin=True):
+    def deco(fn):
+        TESTS.append((name, fn, needs_bin))
+        return fn
+    return deco
+
+
+def mib(n):
+    return '%d (%.4g MiB)' % (n, n / MiB)
+
+
+# ---------------------------------------------------------------- the tool
+
+def run_tool(args, timeout=60, user=False):
+    cmd = ([BIN] if not user else NOBODY + [nobody_bin()]) + list(args)
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise Fail('%s did not finish within %d s' % (' '.join(cmd), timeout))
+    return p.returncode, out.decode(errors='replace'), \
+        err.decode(errors='replace')
+
+
+_nobody_bin = None
+
+
+def nobody_bin():
+    """BIN, or a world-readable copy of it if nobody cannot execute BIN."""
+    global _nobody_bin
+    if _nobody_bin is None:
+        ok = subprocess.run(NOBODY + ['/bin/sh', '-c', 'test -x "$0"', BIN],
+                            stderr=subprocess.DEVNULL).returncode == 0
+        if ok:
+            _nobody_bin = BIN
+        else:
+            import tempfile
+            d = tempfile.mkdtemp(prefix='dupcache-bin-', dir='/tmp')
+            os.chmod(d, 0o755)
+            _nobody_bin = os.path.join(d, 'dupcache')
+            shutil.copy(BIN, _nobody_bin)
+            os.chmod(_nobody_bin, 0o755)
+            import atexit
+            atexit.register(shutil.rmtree, d, True)
+    return _nobody_bin
+
+
+def parse_json(out, err, what):
+    try:
+        return json.loads(out)
+    except ValueError as e:
+        raise Fail('%s: stdout is not one JSON object (%s); stdout=%r '
+                   'stderr=%r' % (what, e, out[:300], err[-300:]))
+
+
+def check_errlines(err, rc, what, all_lines=True):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    check(lines, '%s: exit %d without a message on stderr' % (what, rc))
+    bad = [ln for ln in (lines if all_lines else lines[:1])
+           if not ln.startswith('dupcache: ')]
+    check(not bad, '%s: stderr lines not starting with "dupcache: ": %r'
+          % (what, bad[:3]))
+
+
+def kernel_lacks():
+    """What the kernel lacks for the BPF engine, or None."""
+    if not os.path.exists('/sys/kernel/btf/vmlinux'):
+        return 'no kernel BTF (/sys/kernel/btf/vmlinux)'
+    for tr in ('/sys/kernel/tracing', '/sys/kernel/debug/tracing'):
+        ev = os.path.join(tr, 'events')
+        if os.path.isdir(ev):
+            if not os.path.isdir(os.path.join(
+                    ev, 'filemap', 'mm_filemap_add_to_page_cache')):
+                return 'no filemap tracepoints in %s' % ev
+            break
+    return None
+
+
+def snapshot(paths, extra=(), rc_want=0, user=False, timeout=60):
+    args = ['report', '--json', '-n', '0'] + list(extra) + list(paths)
+    rc, out, err = run_tool(args, timeout=timeout, user=user)
+    check(rc == rc_want, 'report exited %d, want %d; stderr=%r'
+          % (rc, rc_want, err[-500:]))
+    if rc != 0:
+        check_errlines(err, rc, 'report')
+    return parse_json(out, err, 'report'), err
+
+
+class Watch:
+    """dupcache report --json --watch SECONDS running in the background."""
+
+    def __init__(self, paths, seconds, extra=()):
+        self.seconds = seconds
+        self.cmd = [BIN, 'report', '--json', '--watch', str(seconds),
+                    '-n', '0'] + list(extra) + list(paths)
+        self.t0 = time.monotonic()
+        self.p = spawn(self.cmd, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.err, self.out = [], []
+        self.ready = threading.Event()
+        self.t_err = threading.Thread(target=self._read_err, daemon=True)
+        self.t_out = threading.Thread(target=self._read_out, daemon=True)
+        self.t_err.start()
+        self.t_out.start()
+
+    def _read_err(self):
+        for line in iter(self.p.stderr.readline, b''):
+            line = line.decode(errors='replace')
+            self.err.append(line)
+            if 'dupcache: watching' in line:
+                self.ready.set()
+        self.ready.set()
+
+    def _read_out(self):
+        self.out.append(self.p.stdout.read())
+
+    def wait_ready(self, timeout=60):
+        if not self.ready.wait(timeout):
+            raise Fail('no "dupcache: watching" on stderr within %d s'
+                       % timeout)
+        if not any('dupcache: watching' in ln for ln in self.err):
+            rc = self.p.wait(timeout=10)
+            err = ''.join(self.err)
+            if rc == 5:
+                lack = kernel_lacks()
+                if lack:
+                    raise Skip('kernel lacks BPF support: %s (dupcache: %s)'
+                               % (lack, err.strip()))
+                raise Fail('--watch exited 5 (kernel lacks something) but '
+                           'BTF and the tracepoints exist: %r' % err)
+            raise Fail('--watch exited %d before watching: %r' % (rc, err))
+
+    def finish(self):
+        try:
+            rc = self.p.wait(timeout=self.seconds + 60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise Fail('--watch %s still running %d s after its window'
+                       % (self.seconds, 60))
+        elapsed = time.monotonic() - self.t0
+        self.t_err.join(10)
+        self.t_out.join(10)
+        out = b''.join(self.out).decode(errors='replace')
+        err = ''.join(self.err)
+        check(rc == 0, '--watch exited %d; stderr=%r' % (rc, err[-500:]))
+        check(elapsed >= self.seconds - 0.2,
+              '--watch %s exited after only %.2f s' % (self.seconds, elapsed))
+        j = parse_json(out, err, '--watch')
+        for k in ('peak_dup_bytes', 'window'):
+            check(k in j, '--watch JSON has no %r' % k)
+        w = j['window']
+        for k in ('seconds', 'pages_added', 'pages_removed'):
+            check(k in w, '--watch JSON window has no %r' % k)
+        check(self.seconds - 0.1 <= float(w['seconds']) <= self.seconds + 5,
+              'window.seconds = %r for --watch %s' % (w['seconds'],
+                                                     self.seconds))
+        return j
+
+
+# ---------------------------------------------------------------- compare
+
+def group_table(groups, what):
+    """{frozenset((dev, ino)): [values...]} of a report's groups."""
+    t = {}
+    for g in groups:
+        mem = g.get('members', [])
+        key = frozenset((m['dev'], m['ino']) for m in mem)
+        check(len(key) == len(mem), '%s: a group lists an inode twice' % what)
+        val = (g['files'], g['shared_bytes'], g['cached_bytes'],
+               g['dup_bytes'],
+               tuple(sorted((m['dev'], m['ino'], m['cached_bytes'],
+                             m['shared_bytes']) for m in mem)))
+        t.setdefault(key, []).append(val)
+    return t
+
+
+def compare(got, want, what, skipped=True):
+    """Fail unless the tool's report equals the oracle's."""
+    diffs = []
+    if got.get('page_size') != want['page_size']:
+        diffs.append('page_size %r != %r' % (got.get('page_size'),
+                                             want['page_size']))
+    gt, wt = got.get('totals', {}), want['totals']
+    for k in ('files', 'shared_bytes', 'cached_bytes', 'dup_bytes'):
+        if gt.get(k) != wt[k]:
+            diffs.append('totals.%s: dupcache %s, oracle %s' % (
+                k, gt.get(k), wt[k]))
+    if skipped:
+        gs = got.get('skipped', {})
+        for k in SKIP_KEYS:
+            if gs.get(k) != want['skipped'][k]:
+                diffs.append('skipped.%s: dupcache %s, oracle %s' % (
+                    k, gs.get(k), want['skipped'][k]))
+    g, w = group_table(got.get('groups', []), what), \
+        group_table(want['groups'], what)
+    for key in sorted(set(g) | set(w), key=lambda s: sorted(s)):
+        if sorted(g.get(key, [])) != sorted(w.get(key, [])):
+            diffs.append('group %s: dupcache %s, oracle %s' % (
+                sorted(ino for _, ino in key), g.get(key), w.get(key)))
+    for grp in got.get('groups', []):
+        for m in grp.get('members', []):
+            try:
+                st = os.stat(m['path'])
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (m['dev'], m['ino']):
+                diffs.append('member path %r is not dev %s ino %s' % (
+                    m['path'], m['dev'], m['ino']))
+    if diffs:
+        raise Fail('%s: dupcache differs from the oracle:\n%s' % (
+            what, '\n'.join(diffs[:12])))
+
+
+def check_expected(rep, exp, fstype, what):
+    """Hand-computed numbers of a scenario against a report (the oracle)."""
+    t = rep['totals']
+    names = {'files': 'files', 'cached': 'cached_bytes', 'dup': 'dup_bytes',
+             'shared': 'shared_bytes'}
+    for k, field in names.items():
+        if k in exp:
+            v = exp[k]
+            if isinstance(v, dict):
+                v = v[fstype]
+            check(t[field] == v, '%s: %s is %s, expected %s' % (
+                what, field, mib(t[field]), mib(v)))
+    if 'groups' in exp:
+        sizes = sorted(g['files'] for g in rep['groups'])
+        check(sizes == sorted(exp['groups']),
+              '%s: group sizes %s, expected %s' % (what, sizes,
+                                                   sorted(exp['groups'])))
+
+
+def oracle_stable(paths, before, what):
+    after = oracle.compute(paths)
+    check(after == before, '%s: the page cache or the extents changed while '
+          'dupcache ran (oracle before %s, after %s)' % (
+              what, before['totals'], after['totals']))
+
+
+# ---------------------------------------------------------------- scenarios
+# A scenario builds files under mnt and calls ck(label, **expected) after
+# each state it wants checked.  Expected keys: files, cached, dup, shared
+# (bytes, or {fstype: bytes}), groups (list of group sizes).
+
+def four_clones(mnt, size=8 * MiB, names='abcd'):
+    paths = [os.path.join(mnt, n) for n in names]
+    make_file(paths[0], size, seed=1)
+    for p in paths[1:]:
+        reflink(paths[0], p)
+    return paths
+
+
+def sc_clones(fs, m, ck):
+    a, b, c, d = four_clones(m)
+    cold(m, fs)
+    for p in (a, b, c, d):
+        read_range(p)
+    ck('all read', files=4, cached=32 * MiB, dup=24 * MiB, shared=32 * MiB,
+       groups=[4])
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    ck('two read', files=4, cached=16 * MiB, dup=8 * MiB, groups=[4])
+    cold(m, fs)
+    read_range(a)
+    read_range(b, 0, 4 * MiB, exact=True)
+    read_range(c, 6 * MiB, 1 * MiB, exact=True)
+    ck('a + half of b + 1M of c', cached=13 * MiB, dup=5 * MiB, groups=[4])
+    cold(m, fs)
+    ck('nothing read', cached=0, dup=0, shared=32 * MiB, groups=[4])
+
+
+def sc_clone_range(fs, m, ck):
+    a, b = m + '/a', m + '/b'
+    make_file(a, 4 * MiB, seed=1)
+    make_file(b, 4 * MiB, seed=2)
+    clone_range(a, 1 * MiB, b, 2 * MiB, 1 * MiB)
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    ck('both read', files=2, cached=8 * MiB, dup=1 * MiB, groups=[2])
+    drop(a)
+    ck('b read', cached=4 * MiB, dup=0, groups=[2])
+
+
+def sc_self_reflink(fs, m, ck):
+    a = m + '/a'
+    make_file(a, 4 * MiB, seed=3)
+    clone_range(a, 0, a, 2 * MiB, 1 * MiB)
+    cold(m, fs)
+    read_range(a)
+    ck('read', files=1, cached=4 * MiB, dup=1 * MiB, groups=[1])
+    drop(a, 2 * MiB, 1 * MiB)
+    ck('clone dropped', cached=3 * MiB, dup=0, groups=[1])
+
+
+def sc_hardlinks(fs, m, ck):
+    os.mkdir(m + '/sub')
+    a, b = m + '/a', m + '/b'
+    make_file(a, 2 * MiB, seed=4)
+    reflink(a, b)
+    os.link(b, m + '/sub/b2')
+    os.link(a, m + '/sub/a2')
+    os.link(b, m + '/b3')
+    cold(m, fs)
+    read_range(a)
+    read_range(m + '/sub/b2')
+    ck('read', files=2, cached=4 * MiB, dup=2 * MiB, shared=4 * MiB,
+       groups=[2])
+
+
+def sc_sparse(fs, m, ck):
+    a, b = m + '/a', m + '/b'
+    with open(a, 'wb') as f:
+        f.truncate(16 * MiB)
+    write_at(a, 0, data(64 << 10, 5))                 # 16 pages
+    write_at(a, 5 * MiB, data(4096, 6))               # 1
+    write_at(a, 10 * MiB, data(128 << 10, 7))         # 32
+    write_at(a, 16 * MiB - 4096, data(4096, 8))       # 1
+    reflink(a, b)
+    make_file(m + '/c', 0)                            # empty file
+    reflink(m + '/c', m + '/d')
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    ck('read', files=4, cached=32 * MiB, dup=50 * PAGE, shared=100 * PAGE,
+       groups=[2])
+    cold(m, fs)
+    read_range(a, 10 * MiB, 1 * MiB, exact=True)
+    read_range(b, 10 * MiB + 64 * 1024, 1 * MiB, exact=True)
+    ck('partly read', cached=2 * MiB, dup=16 * PAGE, groups=[2])
+
+
+def sc_partial(fs, m, ck):
+    a, b, c, d = four_clones(m)
+    cold(m, fs)
+    read_range(a, 0, 2 * MiB, exact=True)
+    read_range(b, 1 * MiB, 2 * MiB, exact=True)
+    read_range(c, 6 * MiB, 2 * MiB, exact=True)
+    ck('ranges', files=4, cached=6 * MiB, dup=1 * MiB, groups=[4])
+    read_range(d, 1 * MiB + 4096, 4096 * 3, exact=True)
+    # those 3 pages already had copies in a and b: one more copy each
+    ck('+3 pages of d', cached=6 * MiB + 3 * PAGE, dup=1 * MiB + 3 * PAGE)
+
+
+def sc_dropped(fs, m, ck):
+    a, b, c, d = four_clones(m)
+    cold(m, fs)
+    for p in (a, b, c, d):
+        read_range(p)
+    drop(b)
+    drop(c, 0, 4 * MiB)
+    ck('dropped b, half c', cached=20 * MiB, dup=12 * MiB, groups=[4])
+    drop(d, 3 * PAGE, 5 * PAGE)
+    ck('dropped 5 pages of d', cached=20 * MiB - 5 * PAGE,
+       dup=12 * MiB - 5 * PAGE)
+
+
+def sc_cow(fs, m, ck):
+    a, b, c, d = four_clones(m)
+    cold(m, fs)
+    write_at(b, 4 * MiB + 2 * PAGE, data(3 * PAGE, 99))   # CoW + fsync
+    for p in (a, b, c, d):
+        read_range(p)
+    ck('read after CoW', files=4, cached=32 * MiB, dup=24 * MiB - 3 * PAGE,
+       shared=32 * MiB - 3 * PAGE, groups=[4])
+    cold(m, fs)
+    read_range(b)
+    read_range(d)
+    ck('b and d read', cached=16 * MiB, dup=8 * MiB - 3 * PAGE)
+
+
+def sc_small(fs, m, ck):
+    sizes = [0, 100, 3000, 4096, 5000, 70000]
+    for i, n in enumerate(sizes):
+        make_file('%s/f%d' % (m, i), n, seed=10 + i)
+        reflink('%s/f%d' % (m, i), '%s/g%d' % (m, i))
+    cold(m, fs)
+    for i in range(len(sizes)):
+        read_range('%s/f%d' % (m, i))
+        read_range('%s/g%d' % (m, i))
+    # btrfs stores the 100-byte file inline (FIEMAP DATA_INLINE): no pages
+    ck('read', files=12, cached=2 * 23 * PAGE,
+       dup={'xfs': 23 * PAGE, 'btrfs': 22 * PAGE},
+       groups={'xfs': [2] * 5, 'btrfs': [2] * 4}[fs.fstype])
+
+
+def sc_fragmented(fs, m, ck):
+    # every other page of b cloned from a: > 256 extents per FIEMAP call
+    a, b = m + '/a', m + '/b'
+    make_file(a, 4 * MiB, seed=20)
+    make_file(b, 4 * MiB, seed=21)
+    cmd = ['xfs_io']
+    for k in range(0, 1024, 2):
+        cmd += ['-c', 'reflink %s %d %d %d' % (a, k * PAGE, k * PAGE, PAGE)]
+    run(cmd + [b])
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    ck('read', files=2, cached=8 * MiB, dup=2 * MiB, groups=[2])
+
+
+def sc_groups(fs, m, ck):
+    x, y, z = m + '/x', m + '/y', m + '/z'
+    make_file(x, 4 * MiB, seed=30)
+    make_file(y, 2 * MiB, seed=31)
+    make_file(z, 1 * MiB, seed=32)
+    reflink(x, m + '/x2')
+    reflink(y, m + '/y2')
+    reflink(y, m + '/y3')
+    cold(m, fs)
+    for n in ('x', 'x2', 'y', 'y2', 'y3', 'z'):
+        read_range(m + '/' + n)
+    ck('two groups', files=6, cached=15 * MiB, dup=8 * MiB, groups=[2, 3])
+    w = m + '/w'
+    clone_range(x, 0, w, 0, 1 * MiB)
+    clone_range(y, 1 * MiB, w, 1 * MiB, 1 * MiB)
+    read_range(w)
+    ck('w joins them', files=7, cached=17 * MiB, dup=10 * MiB, groups=[6])
+
+
+SCENARIOS = [
+    ('clones', sc_clones),
+    ('clone_range', sc_clone_range),
+    ('self_reflink', sc_self_reflink),
+    ('hardlinks', sc_hardlinks),
+    ('sparse', sc_sparse),
+    ('partial', sc_partial),
+    ('dropped', sc_dropped),
+    ('cow_write', sc_cow),
+    ('small_files', sc_small),
+    ('fragmented', sc_fragmented),
+    ('groups', sc_groups),
+]
+
+
+def snapshot_ck(fs, m):
+    def ck(label, **exp):
+        want = oracle.compute([m])
+        check_expected(want, exp, fs.fstype, label + ' (oracle)')
+        if ORACLE_ONLY:
+            return
+        got, _ = snapshot([m])
+        oracle_stable([m], want, label)
+        compare(got, want, label)
+    return ck
+
+
+def seeded_ck(fs, m):
+    """Nothing happens during a short --watch: it must end as it started."""
+    def ck(label, **exp):
+        want = oracle.compute([m])
+        check_expected(want, exp, fs.fstype, label + ' (oracle)')
+        w = Watch([m], 1)
+        w.wait_ready()
+        j = w.finish()
+        oracle_stable([m], want, label)
+        compare(j, want, label + ' (--watch 1)')
+        dup = want['totals']['dup_bytes']
+        check(j['peak_dup_bytes'] == dup, '%s: peak_dup_bytes %s, want %s'
+              % (label, j['peak_dup_bytes'], dup))
+        win = j['window']
+        check(win['pages_added'] == 0 and win['pages_removed'] == 0,
+              '%s: idle window saw pages_added=%s pages_removed=%s' % (
+                  label, win['pages_added'], win['pages_removed']))
+    return ck
+
+
+def add_scenario(name, fn):
+    for t in FSTYPES:
+        def snap(t=t, fn=fn):
+            fs = LoopFs(t)
+            with fs as m:
+                fn(fs, m, snapshot_ck(fs, m))
+        test('%s_%s' % (name, t), needs_bin=False)(snap)
+
+        def seeded(t=t, fn=fn):
+            fs = LoopFs(t)
+            with fs as m:
+                fn(fs, m, seeded_ck(fs, m))
+        test('seeded_%s_%s' % (name, t))(seeded)
+
+
+for _n, _f in SCENARIOS:
+    add_scenario(_n, _f)
+
+
+# ---------------------------------------------------------------- watch mode
+
+def resident_total(paths):
+    return sum(fsimg.resident_pages(p) for p in paths)
+
+
+def check_watch_end(j, m, label):
+    want = oracle.compute([m])
+    try:
+        compare(j, want, label)
+    except Fail as e:
+        extra = {k: v for k, v in j.items()
+                 if k not in ('groups', 'totals', 'page_size', 'skipped')}
+        raise Fail('%s\n--watch also said: %s' % (e, json.dumps(extra)))
+    check(j['peak_dup_bytes'] >= j['totals']['dup_bytes'],
+          '%s: peak_dup_bytes %s < final dup_bytes %s' % (
+              label, j['peak_dup_bytes'], j['totals']['dup_bytes']))
+    if not ORACLE_ONLY:
+        got, _ = snapshot([m])
+        compare(got, want, label + ' (snapshot after the window)')
+    return want
+
+
+def watch_test(name):
+    def deco(fn):
+        for t in FSTYPES:
+            def body(t=t):
+                fs = LoopFs(t)
+                with fs as m:
+                    fn(fs, m)
+            test('%s_%s' % (name, t))(body)
+        return fn
+    return deco
+
+
+@watch_test('watch_read_drop')
+def w_read_drop(fs, m):
+    paths = four_clones(m)
+    a, b, c, d = paths
+    cold(m, fs)
+    w = Watch([m], 4)
+    w.wait_ready()
+    extra = fsimg.interference
+    for p in paths:
+        read_range(p)
+    check(resident_total(paths) == 8192, 'reading 4 x 8 MiB cached %d pages'
+          % resident_total(paths))
+    drop(b)
+    drop(c, 0, 4 * MiB)
+    removed = 8192 - resident_total(paths)
+    check(removed == 3072, 'DONTNEED dropped %d pages, not 3072' % removed)
+    # pages the VM paged out before we could pin them were read again
+    extra = fsimg.interference - extra
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 12 * MiB,
+          'oracle dup %s' % mib(want['totals']['dup_bytes']))
+    check(j['peak_dup_bytes'] == 24 * MiB, 'peak_dup_bytes %s, want %s' % (
+        mib(j['peak_dup_bytes']), mib(24 * MiB)))
+    win = j['window']
+    check(win['pages_added'] == 8192 + extra, 'window.pages_added %s, want '
+          '8192 + %d paged out by the VM and read again' % (
+              win['pages_added'], extra))
+    check(win['pages_removed'] == 3072 + extra, 'window.pages_removed %s, '
+          'want 3072 + %d paged out by the VM' % (win['pages_removed'],
+                                                  extra))
+
+
+@watch_test('watch_new_clone')
+def w_new_clone(fs, m):
+    a, b = m + '/a', m + '/b'
+    make_file(a, 8 * MiB, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    w = Watch([m], 3)
+    w.wait_ready()
+    read_range(a)
+    reflink(a, m + '/c')                  # next to the tracked files
+    read_range(m + '/c')
+    os.mkdir(m + '/new')
+    reflink(a, m + '/new/d')              # in a directory made meanwhile
+    read_range(m + '/new/d')
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['files'] == 4 and
+          want['totals']['dup_bytes'] == 16 * MiB,
+          'oracle totals %s' % want['totals'])
+    check(j['peak_dup_bytes'] == 16 * MiB, 'peak_dup_bytes %s, want %s' % (
+        mib(j['peak_dup_bytes']), mib(16 * MiB)))
+
+
+@watch_test('watch_cow_write')
+def w_cow(fs, m):
+    a, b = m + '/a', m + '/b'
+    make_file(a, 8 * MiB, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    w = Watch([m], 3)
+    w.wait_ready()
+    write_at(b, 4 * MiB + 2 * PAGE, data(3 * PAGE, 77))   # CoW + fsync
+    read_range(b)
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 8 * MiB - 3 * PAGE,
+          'oracle dup %s' % mib(want['totals']['dup_bytes']))
+    check(j['peak_dup_bytes'] == 8 * MiB, 'peak_dup_bytes %s, want %s' % (
+        mib(j['peak_dup_bytes']), mib(8 * MiB)))
+
+
+@watch_test('watch_seeded')
+def w_seeded(fs, m):
+    paths = four_clones(m)
+    cold(m, fs)
+    for p in paths:
+        read_range(p)
+    w = Watch([m], 2)
+    w.wait_ready()
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 24 * MiB,
+          'oracle dup %s' % mib(want['totals']['dup_bytes']))
+    check(j['peak_dup_bytes'] == 24 * MiB, 'peak_dup_bytes %s, want %s' % (
+        mib(j['peak_dup_bytes']), mib(24 * MiB)))
+    win = j['window']
+    check(win['pages_added'] == 0 and win['pages_removed'] == 0,
+          'idle window: pages_added=%s pages_removed=%s' % (
+              win['pages_added'], win['pages_removed']))
+
+
+@watch_test('watch_read_drop_reread')
+def w_reread(fs, m):
+    # partial exact reads and drops, a page read twice counts once
+    a, b = m + '/a', m + '/b'
+    make_file(a, 8 * MiB, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    w = Watch([m], 3)
+    w.wait_ready()
+    extra = fsimg.interference
+    read_range(a, 0, 2 * MiB, exact=True)
+    read_range(b, 1 * MiB, 2 * MiB, exact=True)
+    read_range(b, 1 * MiB, 2 * MiB, exact=True)       # already cached
+    added = resident_total([a, b])
+    check(added == 1024, 'exact reads cached %d pages, not 1024' % added)
+    drop(a, 1 * MiB, 1 * MiB)
+    extra = fsimg.interference - extra
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 0, 'oracle dup %s' % mib(
+        want['totals']['dup_bytes']))
+    check(j['peak_dup_bytes'] == 1 * MiB, 'peak_dup_bytes %s, want %s' % (
+        mib(j['peak_dup_bytes']), mib(1 * MiB)))
+    win = j['window']
+    check(win['pages_added'] == 1024 + extra and
+          win['pages_removed'] == 256 + extra,
+          'pages_added=%s (want 1024) pages_removed=%s (want 256), '
+          '+%d each paged out by the VM and read again' % (
+              win['pages_added'], win['pages_removed'], extra))
+
+
+# ---------------------------------------------------------------- bad input
+
+def two_clones(m, size=2 * MiB):
+    a, b = m + '/a', m + '/b'
+    make_file(a, size, seed=1)
+    reflink(a, b)
+    for p in (a, b):
+        os.chmod(p, 0o644)
+    cold(m)
+    read_range(a)
+    read_range(b)
+    return a, b
+
+
+@test('bad_missing_path')
+def t_missing():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        got, err = snapshot([m + '/no/such/file', m], rc_want=3)
+        want = oracle.compute([m + '/no/such/file', m])
+        check(want['skipped']['missing'] == 1, 'oracle: %s' % want['skipped'])
+        compare(got, want, 'missing path + tree')
+        check(got['totals']['dup_bytes'] == 2 * MiB, 'dup %s' % mib(
+            got['totals']['dup_bytes']))
+
+
+class Inotify:
+    """IN_OPEN watch on some paths (to prove they were never opened)."""
+    IN_OPEN = 0x20
+    IN_NONBLOCK = 0o4000
+
+    def __init__(self, paths):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(self.IN_NONBLOCK)
+        check(self.fd >= 0, 'inotify_init1 failed')
+        self.wds = {}
+        for p in paths:
+            wd = libc.inotify_add_watch(self.fd, p.encode(), self.IN_OPEN)
+            check(wd >= 0, 'inotify_add_watch(%s) errno %d' % (
+                p, ctypes.get_errno()))
+            self.wds[wd] = p
+
+    def opened(self):
+        names = []
+        try:
+            buf = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return names
+        off = 0
+        while off + 16 <= len(buf):
+            wd, mask, cookie, ln = __import__('struct').unpack_from(
+                'iIII', buf, off)
+            names.append(self.wds.get(wd, wd))
+            off += 16 + ln
+        return names
+
+    def close(self):
+        os.close(self.fd)
+
+
+def special_tree(m):
+    """tree/{a,b (clones), fifo, sock, null} and direct/{fifo, sock}."""
+    os.mkdir(m + '/tree')
+    os.mkdir(m + '/direct')
+    a, b = m + '/tree/a', m + '/tree/b'
+    make_file(a, 1 * MiB, seed=1)
+    reflink(a, b)
+    specials, socks = [], []
+    for d in ('tree', 'direct'):
+        fifo = '%s/%s/fifo' % (m, d)
+        os.mkfifo(fifo)
+        s = socket.socket(socket.AF_UNIX)
+        s.bind('%s/%s/sock' % (m, d))
+        socks.append(s)
+        specials += [fifo, '%s/%s/sock' % (m, d)]
+    os.mknod(m + '/tree/null', stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    specials.append(m + '/tree/null')
+    cold(m)
+    read_range(a)
+    read_range(b)
+    return specials, socks
+
+
+def report_specials(args, specials, rcs):
+    """Run on args: never opens a special file, never blocks on a FIFO."""
+    ino = Inotify([p for p in specials if not p.endswith('sock')])
+    try:
+        want = oracle.compute(args)
+        check(not ino.opened(), 'the oracle opened a special file')
+        rc, out, err = run_tool(['report', '--json', '-n', '0'] + args,
+                                timeout=20)
+        opened = ino.opened()
+        check(not opened, 'dupcache opened %s' % opened)
+    finally:
+        ino.close()
+    check(rc in rcs, 'exited %d, want %s; stderr=%r' % (rc, rcs, err[-600:]))
+    if rc:
+        check_errlines(err, rc, 'specials')
+    got = parse_json(out, err, 'specials')
+    compare(got, want, 'specials')
+    check(got['totals']['files'] == 2 and
+          got['totals']['dup_bytes'] == 1 * MiB, 'totals %s' % got['totals'])
+    return want
+
+
+@test('bad_special_files_in_dir')
+def t_special_dir():
+    # FIFO, socket and char device inside a tree: skipped, not an error
+    with LoopFs('xfs') as m:
+        specials, socks = special_tree(m)
+        try:
+            want = report_specials([m + '/tree'], specials, (0,))
+        finally:
+            for s in socks:
+                s.close()
+        check(want['skipped']['special'] == 3, 'oracle %s' % want['skipped'])
+
+
+@test('bad_special_files_as_args')
+def t_special_args():
+    # the same, plus a FIFO, a socket and /dev/null named on the command
+    # line; whether naming one is "input skipped" (exit 3) is the tool's
+    # call: 0 or 3, but the report must be complete either way
+    with LoopFs('xfs') as m:
+        specials, socks = special_tree(m)
+        args = [m + '/tree', m + '/direct/fifo', m + '/direct/sock',
+                '/dev/null']
+        try:
+            want = report_specials(args, specials, (0, 3))
+        finally:
+            for s in socks:
+                s.close()
+        check(want['skipped']['special'] == 6, 'oracle %s' % want['skipped'])
+
+
+@test('bad_unreadable_file')
+def t_unreadable():
+    with LoopFs('xfs') as m:
+        a, b = two_clones(m)
+        c = m + '/c'
+        reflink(a, c)
+        read_range(c)
+        os.chmod(c, 0)
+        os.mkdir(m + '/sub', 0o755)
+        d = m + '/sub/d'
+        reflink(a, d)
+        os.chmod(d, 0o644)
+        # nobody must own what it reads: mincore() reports every page of a
+        # file the caller neither owns nor may write as resident
+        for p in (a, b, d):
+            os.chown(p, 65534, 65534)
+        got, err = snapshot([m], rc_want=3, user=True)
+        # what nobody can read: a, b and sub/d (none read: d uncached)
+        want = oracle.compute([a, b, d])
+        compare(got, want, 'tree with a mode 000 file, as nobody',
+                skipped=False)
+        check(got['skipped']['unreadable'] == 1, 'skipped %s'
+              % got['skipped'])
+        check(got['totals']['dup_bytes'] == 2 * MiB and
+              got['totals']['files'] == 3, 'totals %s' % got['totals'])
+
+
+@test('tmpfs_no_fiemap')
+def t_tmpfs():
+    with LoopFs('xfs') as m, TmpFs() as t:
+        two_clones(m)
+        make_file(t + '/f', 1 * MiB + 3000, seed=9)
+        got, err = snapshot([t, m], rc_want=0)
+        want = oracle.compute([t, m])
+        check(want['skipped']['no_fiemap'] == 1, 'oracle %s' % want['skipped'])
+        compare(got, want, 'tmpfs + xfs')
+        check(got['totals']['cached_bytes'] == 4 * MiB + 1 * MiB + PAGE,
+              'cached %s' % mib(got['totals']['cached_bytes']))
+
+
+@test('symlink_loop')
+def t_symlinks():
+    with LoopFs('xfs') as m:
+        os.mkdir(m + '/tree')
+        os.mkdir(m + '/other')
+        a, b = m + '/tree/a', m + '/tree/b'
+        make_file(a, 1 * MiB, seed=1)
+        reflink(a, b)
+        make_file(m + '/other/x', 1 * MiB, seed=2)
+        os.symlink('.', m + '/tree/loop')
+        os.symlink('..', m + '/tree/up')
+        os.symlink('a', m + '/tree/link_to_a')
+        os.symlink('../other', m + '/tree/link_to_other')
+        os.symlink('/nonexistent', m + '/tree/dangling')
+        os.symlink('tree', m + '/toplink')
+        cold(m)
+        read_range(a)
+        read_range(b)
+        read_range(m + '/other/x')
+        got, _ = snapshot([m + '/tree'], timeout=20)
+        want = oracle.compute([m + '/tree'])
+        compare(got, want, 'tree with symlinks')
+        check(got['totals']['files'] == 2 and
+              got['totals']['dup_bytes'] == 1 * MiB, 'totals %s'
+              % got['totals'])
+        # a top-level symlink is followed (to a dir and to a file)
+        got, _ = snapshot([m + '/toplink', m + '/tree/link_to_a'],
+                          timeout=20)
+        want = oracle.compute([m + '/toplink', m + '/tree/link_to_a'])
+        compare(got, want, 'top-level symlinks')
+        check(got['totals']['files'] == 2, 'totals %s' % got['totals'])
+
+
+@test('one_file_system')
+def t_xdev():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        sub = m + '/sub'
+        os.mkdir(sub)
+        run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'dupcache-test', sub])
+        try:
+            make_file(sub + '/f', 1 * MiB, seed=3)
+            got, _ = snapshot([m], extra=['-x'])
+            compare(got, oracle.compute([m], one_fs=True), '-x')
+            check(got['totals']['files'] == 2, '-x totals %s' % got['totals'])
+            got, _ = snapshot([m])
+            compare(got, oracle.compute([m]), 'without -x')
+            check(got['totals']['files'] == 3, 'totals %s' % got['totals'])
+        finally:
+            fsimg.kill_children()
+            run(['umount', sub], check=False)
+
+
+@test('watch_as_nobody')
+def t_watch_nobody():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        rc, out, err = run_tool(['report', '--json', '--watch', '1', '-n',
+                                 '0', m], user=True, timeout=30)
+        check(rc == 4, '--watch as nobody exited %d, want 4; stderr=%r' % (
+            rc, err))
+        check_errlines(err, rc, '--watch as nobody')
+
+
+@test('usage_errors')
+def t_usage():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        for args in (['report', '--no-such-option', m],
+                     ['report', '-n', 'abc', m],
+                     ['report', '-n', '', m],
+                     ['report', '--watch', '0', m],
+                     ['report', '--watch', '-1', m],
+                     ['report', '--watch', 'x', m],
+                     ['no-such-command'],
+                     []):
+            rc, out, err = run_tool(args, timeout=20)
+            check(rc == 2, '%r exited %d, want 2; stderr=%r' % (args, rc,
+                                                                 err))
+            check_errlines(err, rc, repr(args), all_lines=False)
+        # and a good one for contrast, with the human output
+        rc, out, err = run_tool(['report', '-n', '0', m], timeout=20)
+        check(rc == 0 and out.strip(), 'plain report exited %d: %r' % (
+            rc, err))
+
+
+# ---------------------------------------------------------------- oracle
+
+@test('oracle_fincore_xfs', needs_bin=False)
+def t_oracle_fincore():
+    with LoopFs('xfs') as m:
+        f = m + '/f'
+        size = 5 * MiB + 1234
+        make_file(f, size, seed=1)
+        cold(m)
+        check(oracle.compute([f])['totals']['cached_bytes'] == 0,
+              'cached after cold()')
+        read_range(f)
+        rep = oracle.compute([f])
+        want = (size + PAGE - 1) // PAGE * PAGE
+        check(rep['totals']['cached_bytes'] == want, 'cached %d != %d' % (
+            rep['totals']['cached_bytes'], want))
+        fin = int(run(['fincore', '--bytes', '--noheadings', '--output',
+                       'RES', f]).stdout)
+        check(fin == want, 'fincore says %d, oracle %d' % (fin, want))
+        check(rep['groups'] == [] and rep['totals']['dup_bytes'] == 0,
+              'a lone file is in a group: %s' % rep)
+
+
+def filefrag_extents(path):
+    """(logical, physical, length) in blocks and the shared ones."""
+    out = run(['filefrag', '-v', '-b4096', path]).stdout.decode()
+    ext, shared = [], []
+    for line in out.splitlines():
+        parts = line.split(':')
+        if len(parts) < 4 or not parts[0].strip().isdigit():
+            continue
+        lo = int(parts[1].split('..')[0])
+        ph = int(parts[2].split('..')[0])
+        ln = int(parts[3])
+        ext.append((lo, ph, ln))
+        if 'shared' in parts[-1]:
+            shared.append((lo, ph, ln))
+    return ext, shared
+
+
+def oracle_filefrag(fstype):
+    with LoopFs(fstype) as m:
+        a, b = m + '/a', m + '/b'
+        make_file(a, 4 * MiB, seed=1)
+        make_file(b, 4 * MiB + 100, seed=2)
+        clone_range(a, 1 * MiB, b, 2 * MiB, 1 * MiB)
+        write_at(a, 3 * MiB, data(PAGE, 3))
+        cold(m)
+        read_range(b, 0, 3 * MiB + 5000, exact=True)
+        for p in (a, b):
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                ours = oracle.fiemap(fd)
+            finally:
+                os.close(fd)
+            ext, shared = filefrag_extents(p)
+            mine = [(lo // 4096, ph // 4096, (ln + 4095) // 4096)
+                    for lo, ph, ln, fl in ours]
+            check(mine == ext, '%s: FIEMAP %s, filefrag %s' % (p, mine, ext))
+            mine_sh = [(lo // 4096, ph // 4096, (ln + 4095) // 4096)
+                       for lo, ph, ln, fl in ours if fl & oracle.FE_SHARED]
+            check(mine_sh == shared, '%s: SHARED %s, filefrag %s' % (
+                p, mine_sh, shared))
+            check(shared, '%s: no shared extent' % p)
+            rep = oracle.compute([p])
+            fin = int(run(['fincore', '--bytes', '--noheadings', '--output',
+                           'RES', p]).stdout)
+            check(fin == rep['totals']['cached_bytes'],
+                  '%s: fincore %d, oracle %d' % (p, fin,
+                                                 rep['totals']['cached_bytes']))
+        check(oracle.compute([b])['totals']['cached_bytes'] ==
+              3 * MiB + 2 * PAGE, 'exact read of b')
+
+
+for _t in FSTYPES:
+    test('oracle_filefrag_%s' % _t, needs_bin=False)(
+        lambda _t=_t: oracle_filefrag(_t))
+
+
+@test('oracle_cli', needs_bin=False)
+def t_oracle_cli():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        r = run(['/usr/bin/python3', os.path.join(HERE, 'oracle.py'), m])
+        j = json.loads(r.stdout)
+        check(j == json.loads(json.dumps(oracle.compute([m]))),
+              'CLI and module disagree')
+        check(j['totals']['dup_bytes'] == 2 * MiB, 'CLI totals %s'
+              % j['totals'])
+
+
+# ---------------------------------------------------------------- runner
+
+def main():
+    global BIN, ORACLE_ONLY
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--bin', default='./dupcache')
+    ap.add_argument('-k', action='append', default=[],
+                    help='run the tests whose name contains this')
+    ap.add_argument('--oracle-only', action='store_true',
+                    help='no binary: check the oracle and the scenarios')
+    ap.add_argument('--list', action='store_true')
+    opts = ap.parse_args()
+    ORACLE_ONLY = opts.oracle_only
+    BIN = os.path.abspath(opts.bin)
+    sel = [(n, f, nb) for n, f, nb in TESTS
+           if (not opts.k or any(k in n for k in opts.k)) and
+           (not ORACLE_ONLY or not nb)]
+    if opts.list:
+        for n, _, _ in sel:
+            print(n)
+        return 0
+    os.umask(0o022)
+    if os.geteuid() != 0:
+        print('test_integration.py must run as root', file=sys.stderr)
+        return 2
+    npass = nfail = nskip = 0
+    for name, fn, needs_bin in sel:
+        try:
+            if needs_bin or not ORACLE_ONLY:
+                check(os.access(BIN, os.X_OK), 'no executable %s' % BIN)
+            fn()
+        except Skip as e:
+            nskip += 1
+            print('SKIP %s: %s' % (name, e), flush=True)
+        except (KeyboardInterrupt, fsimg.Interrupted):
+            print('FAIL %s: interrupted' % name, flush=True)
+            nfail += 1
+            print('integration: %d passed, %d failed, %d skipped' % (
+                npass, nfail, nskip), flush=True)
+            return 130
+        except Fail as e:
+            nfail += 1
+            lines = str(e).splitlines() or ['']
+            print('FAIL %s: %s' % (name, lines[0]), flush=True)
+            for ln in lines[1:]:
+                print('    ' + ln, flush=True)
+        except Exception as e:
+            nfail += 1
+            print('FAIL %s: %s: %s' % (name, type(e).__name__, e),
+                  flush=True)
+            for ln in traceback.format_exc().splitlines():
+                print('    ' + ln, flush=True)
+        else:
+            npass += 1
+            print('PASS %s' % name, flush=True)
+        finally:
+            fsimg.kill_children()
+    print('integration: %d passed, %d failed, %d skipped' % (
+        npass, nfail, nskip), flush=True)
+    return 1 if nfail else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
