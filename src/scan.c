@@ -238,13 +238,31 @@ static bool maybe_cached(int fd)
 	return true;
 }
 
-static int read_residency(struct scanned_file *f, int fd, unsigned P)
+/*
+ * The kernel shows a file's page cache only to its owner or to whoever may
+ * write it (mincore then claims every page resident, cachestat fails):
+ * the same test as its can_do_mincore().
+ */
+static bool residency_visible(const char *path, int fd)
+{
+	struct stat st;
+
+	if (geteuid() == 0)
+		return true;
+	if (fstat(fd, &st) == 0 && st.st_uid == geteuid())
+		return true;
+	return faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0;
+}
+
+static int read_residency(struct scanned_file *f, const char *path, int fd, unsigned P)
 {
 	unsigned char *vec = NULL;
 
 	free(f->resident);
 	f->resident = NULL;
 	f->resident_pages = 0;
+	if (!residency_visible(path, fd))
+		return -EACCES;
 	if (!f->npages || !maybe_cached(fd))
 		return 0;
 	for (uint64_t base = 0; base < f->npages; base += RESIDENCY_CHUNK_PAGES) {
@@ -312,6 +330,9 @@ static void skip_errno(struct scan *s, const struct scan_opts *o, const char *pa
 {
 	if (err == ENOENT)
 		skip(s, o, &s->skipped.vanished, true, path, "vanished during the scan");
+	else if (err == EACCES)
+		skip(s, o, &s->skipped.unreadable, true, path,
+		     "permission denied (its page cache shows only to its owner, a writer or root)");
 	else
 		skip(s, o, &s->skipped.unreadable, true, path, strerror(err));
 }
@@ -353,7 +374,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 			ret = 0;
 		}
 		if (!ret)
-			ret = read_residency(&f, fd, P);
+			ret = read_residency(&f, path, fd, P);
 		if (ret || fstat(fd, &after) < 0)
 			break;
 		if (same_version(&before, &after))
@@ -452,7 +473,7 @@ void scan_residency(struct scan *s)
 
 		/* Gone or replaced since the scan: that inode holds no cache now. */
 		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || st.st_dev != f->st_dev ||
-		    read_residency(f, fd, s->page_size) < 0) {
+		    read_residency(f, f->path, fd, s->page_size) < 0) {
 			free(f->resident);
 			f->resident = NULL;
 			f->resident_pages = 0;

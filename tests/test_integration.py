@@ -870,6 +870,23 @@ def t_unreadable():
               got['totals']['files'] == 3, 'totals %s' % got['totals'])
 
 
+@test('bad_residency_hidden')
+def t_residency_hidden():
+    """A file nobody may read but neither owns nor may write: the kernel
+    hides its page cache (mincore claims every page resident), so it must be
+    skipped with a message, not reported as fully cached."""
+    with LoopFs('xfs') as m:
+        a, b = two_clones(m)
+        os.chmod(b, 0o644)
+        drop(b)
+        os.chown(a, 65534, 65534)
+        got, err = snapshot([m], rc_want=3, user=True)
+        check(got['skipped']['unreadable'] == 1, 'skipped %s' % got['skipped'])
+        check('page cache shows only to its owner' in err, 'stderr %r' % err)
+        compare(got, oracle.compute([a]), 'root-owned clone, as nobody',
+                skipped=False)
+
+
 @test('tmpfs_no_fiemap')
 def t_tmpfs():
     with LoopFs('xfs') as m, TmpFs() as t:
