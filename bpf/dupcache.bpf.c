@@ -24,6 +24,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dc_file);
@@ -44,6 +45,15 @@ struct {
 	__type(value, __u64);
 } resident SEC(".maps");
 
+/* u16 per tracked page, four to a word, parallel to `resident`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} page_cgroup SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -57,25 +67,8 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct dc_file_stats);
-} file_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
-	__type(key, __u32);
 	__type(value, struct dc_group_stats);
 } group_stats SEC(".maps");
-
-/* u16 cgroup slot per tracked page, four to a word, parallel to `resident`. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} page_cgroup SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -92,34 +85,24 @@ struct {
 	__type(value, __u32);
 } cgroup_slots SEC(".maps");
 
-/* Recently reclaimed tracked pages; the LRU keeps the newest. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DC_EVICTED_MAX);
-	__type(key, struct dc_evicted_key);
-	__type(value, __u8);
-} evicted SEC(".maps");
-
 /* Start of a direct or memcg reclaim, by thread. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1024);
 	__type(key, __u64);
 	__type(value, __u64);
 } reclaim_start SEC(".maps");
-
-/* Superblocks (s_dev) of the scanned trees: a clone landing there is news. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u32);
-	__type(value, __u8);
-} watched_sb SEC(".maps");
 
 struct dc_totals totals;
 const volatile __u32 page_shift = 12;
 /* Set by the loader while it rewrites the maps; accounting waits. */
 volatile __u32 paused;
+/*
+ * The scanned trees' filesystems, so that a page of any other filesystem
+ * costs a few compares, not a hash lookup.  0 watched: filter off.
+ */
+__u32 watched_sb[DC_MAX_WATCHED_SB];
+__u32 nwatched_sb;
 
 /* 6.1 keeps a large folio's page count here; 6.18 calls it _nr_pages. */
 struct folio___v61 {
@@ -138,6 +121,26 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 	return BPF_CORE_READ((struct folio___v61 *)folio, _folio_nr_pages);
 }
 
+static __always_inline bool sb_watched(__u32 dev)
+{
+	__u32 n = nwatched_sb;
+
+	if (!n)
+		return true;
+	for (__u32 i = 0; i < DC_MAX_WATCHED_SB; i++) {
+		if (i >= n)
+			return false;
+		if (watched_sb[i] == dev)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline void note_change(void)
+{
+	__sync_fetch_and_add(&totals.changes, 1);
+}
+
 static __always_inline void raise_peak(__u64 dup)
 {
 	/* Bounded compare-and-swap: a lost race only under-reports by one. */
@@ -153,13 +156,10 @@ static __always_inline void raise_peak(__u64 dup)
 
 struct range_ctx {
 	struct dc_file *file;
-	struct dc_file_stats *stats;
-	__u32 file_id;
-	int delta;          /* +1 page added, -1 page removed */
 	__u64 index;        /* first page of the range */
+	int delta;          /* +1 page added, -1 page removed */
 	__u32 cgroup;       /* slot of the folio's memory cgroup (adds) */
 	bool reclaim;       /* removed by reclaim */
-	struct dc_evicted_key evicted; /* ino and dev set, index per page */
 	/* Cursor on the segment found last: folios walk pages in order. */
 	__u64 seg_lpage;
 	__u64 seg_end;
@@ -200,6 +200,7 @@ static __always_inline bool find_segment(struct range_ctx *c, __u64 idx)
 	return true;
 }
 
+/* The page's physical copy count, and with it the duplicate counters. */
 static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 {
 	__u32 group = c->file->group, word;
@@ -212,72 +213,66 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	slot = c->seg_slot + (idx - c->seg_lpage);
 	word = slot / 2;
 	pair = bpf_map_lookup_elem(&slot_copies, &word);
-	g = bpf_map_lookup_elem(&group_stats, &group);
-	if (!pair || !g) {
+	if (!pair) {
 		__sync_fetch_and_add(&totals.missing_entry, 1);
 		return;
 	}
 	copies = (__u32 *)pair + (slot & 1);
+	old = __sync_fetch_and_add(copies, c->delta > 0 ? 1 : (__u32)-1);
+	/* Only a second or later copy changes the duplicate count. */
+	if (c->delta > 0 ? old < 1 : old < 2)
+		return;
+	g = bpf_map_lookup_elem(&group_stats, &group);
+	if (!g) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return;
+	}
 	if (c->delta > 0) {
-		old = __sync_fetch_and_add(copies, 1);
-		__sync_fetch_and_add(&c->stats->shared_copies, 1);
-		__sync_fetch_and_add(&g->copies, 1);
-		__sync_fetch_and_add(&totals.copies, 1);
-		if (old >= 1) {
-			__sync_fetch_and_add(&g->dup, 1);
-			raise_peak(__sync_fetch_and_add(&totals.dup, 1) + 1);
-		}
+		__sync_fetch_and_add(&g->dup, 1);
+		raise_peak(__sync_fetch_and_add(&totals.dup, 1) + 1);
 	} else {
-		old = __sync_fetch_and_add(copies, (__u32)-1);
-		__sync_fetch_and_add(&c->stats->shared_copies, (__u64)-1);
-		__sync_fetch_and_add(&g->copies, (__u64)-1);
-		__sync_fetch_and_add(&totals.copies, (__u64)-1);
-		if (old >= 2) {
-			__sync_fetch_and_add(&g->dup, (__u64)-1);
-			__sync_fetch_and_add(&totals.dup, (__u64)-1);
-		}
+		__sync_fetch_and_add(&g->dup, (__u64)-1);
+		__sync_fetch_and_add(&totals.dup, (__u64)-1);
 	}
 }
 
-/* The page's cgroup: recorded when it is added, charged back when it goes. */
-static __always_inline void account_cgroup(struct range_ctx *c, __u64 bit, __u64 idx)
+/*
+ * The page's cgroup, recorded when it is added and charged back when it
+ * goes; reclaim marks it so that its next add counts as a refault.
+ */
+static __always_inline void account_cgroup(struct range_ctx *c, __u64 bit)
 {
-	__u32 word = bit / 4, slot = c->cgroup;
+	__u32 word = bit / 4, slot;
 	struct dc_cgroup_stats *cg;
+	__u16 *tag, old;
 	__u64 *w = bpf_map_lookup_elem(&page_cgroup, &word);
 
 	if (!w) {
 		__sync_fetch_and_add(&totals.missing_entry, 1);
 		return;
 	}
-	if (c->delta > 0)
-		*((__u16 *)w + (bit & 3)) = slot;
-	else
-		slot = *((__u16 *)w + (bit & 3));
+	tag = (__u16 *)w + (bit & 3);
+	old = *tag;
+	slot = c->delta > 0 ? c->cgroup : old & DC_PAGE_CGROUP_MASK;
 	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
 	if (!cg)
 		return;
 	if (c->delta > 0) {
+		*tag = slot;
 		__sync_fetch_and_add(&cg->resident, 1);
-		/* A page reclaim took lately, back again: a refault. */
-		if (totals.reclaimed) {
-			c->evicted.index = idx;
-			if (bpf_map_lookup_elem(&evicted, &c->evicted)) {
-				bpf_map_delete_elem(&evicted, &c->evicted);
-				__sync_fetch_and_add(&cg->refaults, 1);
-				__sync_fetch_and_add(&c->stats->refaults, 1);
-				__sync_fetch_and_add(&totals.refaults, 1);
-			}
+		__sync_fetch_and_add(&cg->added, 1);
+		if (old & DC_PAGE_RECLAIMED) {
+			__sync_fetch_and_add(&cg->refaults, 1);
+			__sync_fetch_and_add(&c->file->refaults, 1);
+			__sync_fetch_and_add(&totals.refaults, 1);
 		}
 	} else {
 		__sync_fetch_and_add(&cg->resident, (__u64)-1);
+		__sync_fetch_and_add(&cg->removed, 1);
 		if (c->reclaim) {
-			__u8 one = 1;
-
-			c->evicted.index = idx;
-			bpf_map_update_elem(&evicted, &c->evicted, &one, BPF_ANY);
+			*tag = old | DC_PAGE_RECLAIMED;
 			__sync_fetch_and_add(&cg->reclaimed, 1);
-			__sync_fetch_and_add(&c->stats->reclaimed, 1);
+			__sync_fetch_and_add(&c->file->reclaimed, 1);
 			__sync_fetch_and_add(&totals.reclaimed, 1);
 		}
 	}
@@ -292,7 +287,7 @@ static int account_page(__u32 i, struct range_ctx *c)
 	if (idx >= c->file->npages) {
 		/* Grown since the scan: the loader must map it first. */
 		__sync_fetch_and_add(&totals.beyond_map, 1);
-		__sync_fetch_and_add(&totals.changes, 1);
+		note_change();
 		return 1;
 	}
 	bit = c->file->bit_base + idx;
@@ -308,44 +303,32 @@ static int account_page(__u32 i, struct range_ctx *c)
 		old = __sync_fetch_and_or(w, mask);
 		if (old & mask)
 			return 0;
-		__sync_fetch_and_add(&c->stats->resident, 1);
-		__sync_fetch_and_add(&totals.resident, 1);
+		__sync_fetch_and_add(&c->file->resident, 1);
+		__sync_fetch_and_add(&c->file->added, 1);
 	} else {
 		old = __sync_fetch_and_and(w, ~mask);
 		if (!(old & mask))
 			return 0;
-		__sync_fetch_and_add(&c->stats->resident, (__u64)-1);
-		__sync_fetch_and_add(&totals.resident, (__u64)-1);
+		__sync_fetch_and_add(&c->file->resident, (__u64)-1);
+		__sync_fetch_and_add(&c->file->removed, 1);
 	}
-	account_cgroup(c, bit, idx);
+	account_cgroup(c, bit);
 	if (c->file->seg_count)
 		account_copy(c, idx);
 	return 0;
 }
 
-static __always_inline void account_range(__u32 file_id, __u64 index, __u64 npages, int delta,
-					  __u32 cgroup, bool reclaim, struct dc_inode_key *key)
+static __always_inline void account_range(struct dc_file *file, __u64 index, __u64 npages,
+					  int delta, __u32 cgroup, bool reclaim)
 {
-	struct range_ctx c = { .file_id = file_id, .delta = delta, .index = index,
+	struct range_ctx c = { .file = file, .index = index, .delta = delta,
 			       .cgroup = cgroup, .reclaim = reclaim };
 
-	if (key) {
-		c.evicted.ino = key->ino;
-		c.evicted.dev = key->dev;
-	}
-
-	c.file = bpf_map_lookup_elem(&files, &file_id);
-	c.stats = bpf_map_lookup_elem(&file_stats, &file_id);
-	if (!c.file || !c.stats) {
-		__sync_fetch_and_add(&totals.missing_entry, 1);
-		return;
-	}
-	bpf_loop(npages, account_page, &c, 0);
-}
-
-static __always_inline void note_change(void)
-{
-	__sync_fetch_and_add(&totals.changes, 1);
+	/* Order-0 folios are the common case: no loop for them. */
+	if (npages == 1)
+		account_page(0, &c);
+	else
+		bpf_loop(npages, account_page, &c, 0);
 }
 
 static __always_inline __u32 *tracked_file(struct inode *inode)
@@ -354,8 +337,10 @@ static __always_inline __u32 *tracked_file(struct inode *inode)
 
 	if (!inode)
 		return NULL;
-	key.ino = inode->i_ino;
 	key.dev = inode->i_sb->s_dev;
+	if (!sb_watched(key.dev))
+		return NULL;
+	key.ino = inode->i_ino;
 	return bpf_map_lookup_elem(&tracked, &key);
 }
 
@@ -364,13 +349,12 @@ static __always_inline __u32 *tracked_file(struct inode *inode)
 /* The slot of a memory cgroup, handed out on first sight (bounded). */
 static __always_inline __u32 cgroup_slot(struct folio *folio)
 {
-	unsigned long memcg_data = folio->memcg_data;
-	struct mem_cgroup *memcg;
+	/* Page cache folios point at their mem_cgroup; the low bits are flags. */
+	struct mem_cgroup *memcg = (struct mem_cgroup *)(folio->memcg_data & ~3UL);
+	struct dc_cgroup_stats *cg;
 	__u32 *slot, new;
 	__u64 id;
 
-	/* Page cache folios point at their mem_cgroup; the low bits are flags. */
-	memcg = (struct mem_cgroup *)(memcg_data & ~3UL);
 	if (!memcg)
 		return DC_CGROUP_UNKNOWN;
 	id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
@@ -382,8 +366,7 @@ static __always_inline __u32 cgroup_slot(struct folio *folio)
 		__sync_fetch_and_add(&totals.cgroups_full, 1);
 		return DC_CGROUP_UNKNOWN;
 	}
-	struct dc_cgroup_stats *cg = bpf_map_lookup_elem(&cgroup_stats, &new);
-
+	cg = bpf_map_lookup_elem(&cgroup_stats, &new);
 	if (cg)
 		cg->id = id;
 	/* Lost a race for the same cgroup: use the winner's slot. */
@@ -397,26 +380,25 @@ static __always_inline __u32 cgroup_slot(struct folio *folio)
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
-	struct dc_inode_key key = {};
-	struct dc_file_stats *st;
-	struct inode *host;
 	__u32 *fid, cgroup = DC_CGROUP_UNKNOWN;
+	struct dc_file *file;
 	bool reclaim = false;
+	struct inode *host;
 	__u64 npages;
 
 	if (!mapping || !(host = mapping->host))
 		return 0;
-	key.ino = host->i_ino;
-	key.dev = host->i_sb->s_dev;
-	fid = bpf_map_lookup_elem(&tracked, &key);
+	fid = tracked_file(host);
 	if (!fid)
+		return 0;
+	file = bpf_map_lookup_elem(&files, fid);
+	if (!file)
 		return 0;
 	npages = folio_pages(folio);
 	if (delta > 0) {
 		__sync_fetch_and_add(&totals.added, npages);
 	} else {
 		__sync_fetch_and_add(&totals.removed, npages);
-		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
 		/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
 		if (!host->i_nlink ||
 		    folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift)
@@ -433,10 +415,9 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	}
 	if (delta > 0)
 		cgroup = cgroup_slot(folio);
-	account_range(*fid, folio->index, npages, delta, cgroup, reclaim, &key);
-	st = bpf_map_lookup_elem(&file_stats, fid);
-	if (st)
-		__sync_fetch_and_add(delta > 0 ? &st->added : &st->removed, npages);
+	else
+		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
+	account_range(file, folio->index, npages, delta, cgroup, reclaim);
 	return 0;
 }
 
@@ -497,7 +478,7 @@ static __always_inline bool fd_on_watched_sb(unsigned long fd)
 	if (!file)
 		return false;
 	dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-	return bpf_map_lookup_elem(&watched_sb, &dev);
+	return sb_watched(dev);
 }
 
 static __always_inline void syscall_enter(unsigned long fd)
@@ -636,6 +617,11 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (npages > DC_SEED_MAX_PAGES)
 		return -1;
-	account_range(ctx->file_id, ctx->index, npages, 1, ctx->cgroup, false, NULL);
+	__u32 id = ctx->file_id;
+	struct dc_file *file = bpf_map_lookup_elem(&files, &id);
+
+	if (!file)
+		return -1;
+	account_range(file, ctx->index, npages, 1, ctx->cgroup, false);
 	return 0;
 }

@@ -5,12 +5,13 @@
  * The loader turns the extent map into flat arrays the BPF programs can
  * search without allocation:
  *   tracked   (dev, ino)  -> file id
- *   files     file id     -> where its residency bits and segments live
+ *   files     file id     -> where its pages and segments live, its counts
  *   segments  per file, sorted by file page: runs of file pages that map to
  *             physical pages referenced by two or more (file, page) pairs;
  *             only those can ever hold duplicate copies
  *   resident  one bit per page of every tracked file (idempotent add/delete,
  *             so events and the start-up seeding can race safely)
+ *   page_cgroup one u16 per page of every tracked file: cgroup, reclaimed
  *   slot_copies one counter per shared physical page ("slot")
  */
 #ifndef DUPCACHE_H
@@ -33,13 +34,24 @@ struct dc_inode_key {
 	__u32 pad;
 };
 
+/*
+ * One per tracked file.  The loader writes the layout; the programs (and
+ * the seed program) count; the loader reads the counts from the mmapped map.
+ */
 struct dc_file {
-	__u64 npages;   /* pages covered by the residency bitmap */
-	__u64 bit_base; /* first bit of this file in the resident bitmap */
+	/* layout */
+	__u64 npages;    /* pages covered by the resident bitmap */
+	__u64 bit_base;  /* first bit of this file in `resident` and `page_cgroup` */
 	__u32 seg_first;
 	__u32 seg_count;
-	__u32 group;    /* sharing group id, DC_NO_GROUP when it has none */
+	__u32 group;     /* sharing group id, DC_NO_GROUP when it has none */
 	__u32 pad;
+	/* counts, since the last sync (pages whose residency changed) */
+	__u64 resident;  /* resident pages of the file */
+	__u64 added;     /* pages added to the page cache (seeding included) */
+	__u64 removed;   /* pages removed from the page cache */
+	__u64 reclaimed; /* of those removed, by reclaim (kswapd, direct, memcg, proactive) */
+	__u64 refaults;  /* of those added, pages reclaim had removed */
 };
 #define DC_NO_GROUP 0xffffffffu
 
@@ -49,14 +61,8 @@ struct dc_segment {
 	__u64 slot;   /* slot of lpage; lpage + k uses slot + k */
 };
 
-/* Per file, written by BPF (and by the seed program), read by the loader. */
-struct dc_file_stats {
-	__u64 resident;      /* resident pages of the file */
-	__u64 shared_copies; /* resident pages that map to a shared physical page */
-	__u64 added;         /* pages added to the page cache since the last sync */
-	__u64 removed;       /* pages removed from the page cache since the last sync */
-	__u64 reclaimed;     /* of those removed, by reclaim (kswapd, direct, memcg, proactive) */
-	__u64 refaults;      /* of those added, pages reclaim had removed (see `evicted`) */
+struct dc_group_stats {
+	__u64 dup;    /* sum over the group's slots of max(0, copies - 1) */
 };
 
 /*
@@ -75,24 +81,18 @@ struct dc_cgroup_stats {
 	__u64 refaults;
 };
 
-/* A page reclaim removed: an add of the same page soon after is a refault. */
-struct dc_evicted_key {
-	__u64 ino;
-	__u64 index;
-	__u32 dev;
-	__u32 pad;
-};
-#define DC_EVICTED_MAX 65536
+/*
+ * Per tracked page, a u16 in `page_cgroup`: the cgroup slot the page was
+ * charged to, and whether reclaim removed it (its next add is a refault).
+ */
+#define DC_PAGE_CGROUP_MASK 0x7fff
+#define DC_PAGE_RECLAIMED 0x8000
 
-struct dc_group_stats {
-	__u64 copies; /* resident pages of members on shared physical pages */
-	__u64 dup;    /* sum over the group's slots of max(0, copies - 1) */
-};
+/* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
+#define DC_MAX_WATCHED_SB 16
 
 /* Global counters, in the programs' .bss (mmapped by the skeleton). */
 struct dc_totals {
-	__u64 resident;
-	__u64 copies;
 	__u64 dup;
 	__u64 peak_dup;
 	__u64 added;          /* pages of tracked files added (events) */

@@ -42,7 +42,7 @@ struct engine {
 	uint64_t *resident;
 	uint64_t *slot_words;
 	uint16_t *page_cgroup;
-	struct dc_file_stats *file_stats;
+	struct dc_file *files;
 	struct dc_group_stats *group_stats;
 	struct dc_cgroup_stats *cgroup_stats;
 	struct file_layout *layout; /* by file id, of the last sync */
@@ -204,13 +204,13 @@ static void unload(struct engine *e)
 		return;
 	map_munmap(e->skel->maps.resident, e->resident);
 	map_munmap(e->skel->maps.slot_copies, e->slot_words);
-	map_munmap(e->skel->maps.file_stats, e->file_stats);
+	map_munmap(e->skel->maps.files, e->files);
 	map_munmap(e->skel->maps.group_stats, e->group_stats);
 	map_munmap(e->skel->maps.page_cgroup, e->page_cgroup);
 	map_munmap(e->skel->maps.cgroup_stats, e->cgroup_stats);
 	e->resident = e->slot_words = NULL;
 	e->page_cgroup = NULL;
-	e->file_stats = NULL;
+	e->files = NULL;
 	e->group_stats = NULL;
 	e->cgroup_stats = NULL;
 	dupcache_bpf__destroy(e->skel);
@@ -220,9 +220,18 @@ static void unload(struct engine *e)
 
 static int load_error(int err, const char *what)
 {
-	if (err == -EPERM || err == -EACCES) {
+	if ((err == -EPERM || err == -EACCES) && geteuid() != 0) {
 		msg("%s: permission denied: loading BPF needs root (or CAP_BPF and CAP_PERFMON)", what);
 		return EXIT_NOPERM;
+	}
+	if (err == -EACCES) {
+		/* As root, EACCES is the verifier's no. */
+		msg("%s: the kernel's verifier rejected it (DUPCACHE_DEBUG=1 shows its log)", what);
+		return EXIT_FAIL;
+	}
+	if (err == -EPERM) {
+		msg("%s: the kernel refused it even to root (lockdown?)", what);
+		return EXIT_NOKERNEL;
 	}
 	msg("%s: %s", what, strerror(-err));
 	return EXIT_FAIL;
@@ -246,7 +255,6 @@ static int load(struct engine *e, const struct capacity *want)
 		return load_error(-errno, "opening the BPF engine");
 	bpf_map__set_max_entries(skel->maps.tracked, cap.files);
 	bpf_map__set_max_entries(skel->maps.files, cap.files);
-	bpf_map__set_max_entries(skel->maps.file_stats, cap.files);
 	bpf_map__set_max_entries(skel->maps.segments, cap.segs);
 	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
 	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
@@ -277,11 +285,11 @@ static int load(struct engine *e, const struct capacity *want)
 	e->cap = cap;
 	e->resident = map_mmap(skel->maps.resident);
 	e->slot_words = map_mmap(skel->maps.slot_copies);
-	e->file_stats = map_mmap(skel->maps.file_stats);
+	e->files = map_mmap(skel->maps.files);
 	e->group_stats = map_mmap(skel->maps.group_stats);
 	e->page_cgroup = map_mmap(skel->maps.page_cgroup);
 	e->cgroup_stats = map_mmap(skel->maps.cgroup_stats);
-	if (!e->resident || !e->slot_words || !e->file_stats || !e->group_stats ||
+	if (!e->resident || !e->slot_words || !e->files || !e->group_stats ||
 	    !e->page_cgroup || !e->cgroup_stats) {
 		err = -errno;
 		unload(e);
@@ -323,12 +331,30 @@ static int update_batch(struct bpf_map *map, const void *keys, const void *value
 	return bpf_map_update_batch(bpf_map__fd(map), keys, values, &count, &opts);
 }
 
+/* The filesystems of the scanned files, for the programs' cheap first test. */
+static void set_watched_sb(struct engine *e, const struct scan *s)
+{
+	uint32_t *sb = e->skel->bss->watched_sb, n = 0;
+
+	for (size_t i = 0; i < s->nfiles && n <= DC_MAX_WATCHED_SB; i++) {
+		uint32_t k = 0;
+
+		while (k < n && sb[k] != s->files[i].sb_dev)
+			k++;
+		if (k == n && n < DC_MAX_WATCHED_SB)
+			sb[n] = s->files[i].sb_dev;
+		if (k == n)
+			n++;
+	}
+	/* More filesystems than the filter holds: 0 turns it off. */
+	e->skel->bss->nwatched_sb = n <= DC_MAX_WATCHED_SB ? n : 0;
+}
+
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
 static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m)
 {
 	struct dupcache_bpf *skel = e->skel;
-	struct dc_file *files = xcalloc(s->nfiles, sizeof(*files));
-	uint32_t *ids = xcalloc(s->nfiles > m->nsegs ? s->nfiles : m->nsegs, sizeof(uint32_t));
+	uint32_t *ids = xcalloc(m->nsegs, sizeof(uint32_t));
 	uint64_t bit = 0;
 	int err = 0;
 
@@ -339,44 +365,35 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	e->untracked = 0;
 
 	memset(e->resident, 0, (size_t)e->cap.bit_words * sizeof(uint64_t));
+	memset(e->page_cgroup, 0, (size_t)e->cap.bit_words * 64 * sizeof(uint16_t));
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
-	memset(e->file_stats, 0, (size_t)e->cap.files * sizeof(*e->file_stats));
+	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
 	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
 		e->cgroup_stats[i].resident = 0;
-	skel->bss->totals.resident = 0;
-	skel->bss->totals.copies = 0;
 	skel->bss->totals.dup = 0;
+	set_watched_sb(e, s);
 
 	e->layout = xrealloc(e->layout, s->nfiles ? s->nfiles : 1, sizeof(*e->layout));
 	for (size_t i = 0; i < s->nfiles; i++) {
-		files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
-					     .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
-					     .group = m->file_group[i] };
-		e->layout[i] = (struct file_layout){ { .ino = s->files[i].ino, .dev = s->files[i].sb_dev },
-						     bit, s->files[i].npages };
-		bit += s->files[i].npages;
-		ids[i] = i;
-	}
-	e->nbits = bit;
-	err = update_batch(skel->maps.files, ids, files, s->nfiles);
-	for (size_t i = 0; !err && i < m->nsegs; i++)
-		ids[i] = i;
-	if (!err)
-		err = update_batch(skel->maps.segments, ids, m->segs, m->nsegs);
-	for (size_t i = 0; !err && i < s->nfiles; i++) {
 		struct dc_inode_key key = { .ino = s->files[i].ino, .dev = s->files[i].sb_dev };
 		uint32_t id = i;
-		uint8_t one = 1;
 
+		e->files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
+						.seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
+						.group = m->file_group[i] };
+		e->layout[i] = (struct file_layout){ key, bit, s->files[i].npages };
+		bit += s->files[i].npages;
 		if (bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
 			e->untracked++; /* full, or the same inode seen twice */
 			continue;
 		}
 		e->keys[e->nkeys++] = key;
-		bpf_map_update_elem(bpf_map__fd(skel->maps.watched_sb), &key.dev, &one, BPF_ANY);
 	}
-	free(files);
+	e->nbits = bit;
+	for (size_t i = 0; i < m->nsegs; i++)
+		ids[i] = i;
+	err = update_batch(skel->maps.segments, ids, m->segs, m->nsegs);
 	free(ids);
 	return err ? -errno : 0;
 }
@@ -537,7 +554,7 @@ uint64_t engine_changes(const struct engine *e)
 void engine_counts(struct engine *e, struct dup_counts *out)
 {
 	for (size_t i = 0; i < e->nfiles; i++)
-		e->file_resident[i] = __atomic_load_n(&e->file_stats[i].resident, __ATOMIC_RELAXED);
+		e->file_resident[i] = __atomic_load_n(&e->files[i].resident, __ATOMIC_RELAXED);
 	for (size_t g = 0; g < e->ngroups; g++)
 		e->group_dup[g] = __atomic_load_n(&e->group_stats[g].dup, __ATOMIC_RELAXED);
 	out->file_resident = e->file_resident;
@@ -588,7 +605,7 @@ void engine_sample(const struct engine *e, struct engine_sample *out)
 {
 	*out = (struct engine_sample){
 		.totals = totals_now(e),
-		.files = e->file_stats,
+		.files = e->files,
 		.nfiles = e->nfiles,
 		.groups = e->group_stats,
 		.ngroups = e->ngroups,

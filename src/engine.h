@@ -42,7 +42,7 @@ void engine_window(const struct engine *e, struct engine_window *out);
 /* Everything the kernel side counts, for a live view; valid until the next sync. */
 struct engine_sample {
 	struct dc_totals totals;            /* since start (window counters carried) */
-	const struct dc_file_stats *files;  /* by file id; window counters since the last sync */
+	const struct dc_file *files;        /* by file id; counts since the last sync */
 	size_t nfiles;
 	const struct dc_group_stats *groups;
 	size_t ngroups;

@@ -196,7 +196,7 @@ static void set_rates(struct row *r, const uint64_t now[4], const uint64_t then[
 	}
 }
 
-static void file_counts(const struct dc_file_stats *f, uint64_t out[4])
+static void file_counts(const struct dc_file *f, uint64_t out[4])
 {
 	out[0] = f->added, out[1] = f->removed, out[2] = f->reclaimed, out[3] = f->refaults;
 }
@@ -266,7 +266,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	*h = (struct header){
 		.seconds = (now - started) / 1e9,
 		.page_cache = meminfo_cached_bytes(),
-		.cached = es.totals.resident * P,
+		.cached = 0,
 		.dup = es.totals.dup * P,
 		.kswapd_wakes = per_s(es.totals.kswapd_wakes, prev->totals.kswapd_wakes, dt),
 		.direct_stalls = per_s(es.totals.direct_stalls, prev->totals.direct_stalls, dt),
@@ -283,6 +283,8 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 				    (es.totals.memcg_stalls - prev->totals.memcg_stalls);
 	for (size_t i = 0; i < s->nfiles; i++)
 		h->shared += s->files[i].shared_bytes;
+	for (size_t i = 0; i < es.nfiles; i++)
+		h->cached += es.files[i].resident * P;
 
 	switch (by) {
 	case BY_FILE:

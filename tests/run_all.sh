@@ -25,15 +25,19 @@ for t in "$@"; do
 	passed=$((passed + p)) failed=$((failed + f))
 done
 
-/usr/bin/python3 tests/test_integration.py --bin "$bin" 2>&1 | tee "$log"
-line=$(grep -E '^integration: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
-if [ -z "$line" ]; then
-	echo "integration tests did not finish"
-	failed=$((failed + 1))
-else
-	read -r p f s <<<"$(echo "$line" | sed -E 's/^integration: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\1 \2 \4/')"
+# Python suites end with "NAME: N passed, N failed, N skipped".
+for suite in integration:tests/test_integration.py top:tests/test_top.py; do
+	name=${suite%%:*}
+	/usr/bin/python3 "${suite#*:}" --bin "$bin" 2>&1 | tee "$log"
+	line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+	if [ -z "$line" ]; then
+		echo "$name tests did not finish"
+		failed=$((failed + 1))
+		continue
+	fi
+	read -r p f s <<<"$(echo "$line" | sed -E "s/^$name: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\\1 \\2 \\4/")"
 	passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + ${s:-0}))
-fi
+done
 
 echo "total: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
