@@ -79,6 +79,9 @@ static bool inode_set_add(struct inode_set *s, uint64_t dev, uint64_t ino)
 struct mount_table {
 	size_t n;
 	struct { uint64_t id; uint32_t sb_dev; } *m;
+	/* st_dev -> sb_dev answers so far: one statx per filesystem, not per file */
+	size_t ndevs;
+	struct { uint64_t st_dev; uint32_t sb_dev; } *devs;
 };
 
 static void mount_table_load(struct mount_table *t)
@@ -112,7 +115,7 @@ static void mount_table_load(struct mount_table *t)
  * not always st_dev (btrfs subvolumes report their own device): ask which
  * mount the file is on and read that mount's device from mountinfo.
  */
-static uint32_t sb_dev_of(struct scan *s, int fd, const struct stat *st)
+static uint32_t sb_dev_lookup(struct scan *s, int fd, const struct stat *st)
 {
 	struct statx stx;
 
@@ -125,6 +128,19 @@ static uint32_t sb_dev_of(struct scan *s, int fd, const struct stat *st)
 		}
 	}
 	return (major(st->st_dev) << 20) | minor(st->st_dev);
+}
+
+static uint32_t sb_dev_of(struct scan *s, int fd, const struct stat *st)
+{
+	struct mount_table *t = s->mounts;
+
+	for (size_t i = 0; i < t->ndevs; i++)
+		if (t->devs[i].st_dev == st->st_dev)
+			return t->devs[i].sb_dev;
+	t->devs = xrealloc(t->devs, t->ndevs + 1, sizeof(*t->devs));
+	t->devs[t->ndevs].st_dev = st->st_dev;
+	t->devs[t->ndevs].sb_dev = sb_dev_lookup(s, fd, st);
+	return t->devs[t->ndevs++].sb_dev;
 }
 
 /* ---- extents ---- */
@@ -245,11 +261,14 @@ static bool maybe_cached(int fd)
  */
 static bool residency_visible(const char *path, int fd)
 {
+	static uid_t euid = (uid_t)-1;
 	struct stat st;
 
-	if (geteuid() == 0)
+	if (euid == (uid_t)-1)
+		euid = geteuid();
+	if (euid == 0)
 		return true;
-	if (fstat(fd, &st) == 0 && st.st_uid == geteuid())
+	if (fstat(fd, &st) == 0 && st.st_uid == euid)
 		return true;
 	return faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0;
 }
@@ -274,8 +293,8 @@ static int read_residency(struct scanned_file *f, const char *path, int fd, unsi
 			free(vec);
 			return -errno;
 		}
-		if (!vec)
-			vec = xcalloc(RESIDENCY_CHUNK_PAGES, 1);
+		if (!vec) /* small files: a small vector, from the heap not mmap */
+			vec = xcalloc(n, 1);
 		if (mincore(map, n * P, vec) < 0) {
 			int err = -errno;
 
@@ -353,11 +372,9 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		skip_errno(s, o, path, errno);
 		return;
 	}
+	/* The walk's stat is the version before: one stat less per file. */
+	before = *walk_st;
 	for (int attempt = 0;; attempt++) {
-		if (fstat(fd, &before) < 0) {
-			ret = -errno;
-			break;
-		}
 		if (!S_ISREG(before.st_mode) || before.st_ino != walk_st->st_ino ||
 		    before.st_dev != walk_st->st_dev) {
 			close(fd);
@@ -386,6 +403,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 			skip(s, o, &s->skipped.changed, true, path, "kept changing during the scan");
 			return;
 		}
+		before = after;
 	}
 	if (ret) {
 		close(fd);
@@ -503,8 +521,10 @@ void scan_free(struct scan *s)
 	if (s->seen)
 		free(s->seen->slot);
 	free(s->seen);
-	if (s->mounts)
+	if (s->mounts) {
 		free(s->mounts->m);
+		free(s->mounts->devs);
+	}
 	free(s->mounts);
 	memset(s, 0, sizeof(*s));
 }
