@@ -37,15 +37,16 @@ struct {
 	__type(value, struct dc_segment);
 } segments SEC(".maps");
 
+/* DC_PAGE_* bits of every tracked page, sixteen pages to a word. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} resident SEC(".maps");
+} pages SEC(".maps");
 
-/* u16 per tracked page, four to a word, parallel to `resident`. */
+/* The cgroup slot each tracked page was added for, four u16 to a word. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -177,7 +178,7 @@ struct range_ctx {
 	struct dc_file *file;
 	__u64 index;        /* first page of the range */
 	int delta;          /* +1 page added, -1 page removed */
-	__u32 cgroup;       /* slot of the folio's memory cgroup (adds) */
+	__u32 cgroup;       /* slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
 	/* Cursor on the segment found last: folios walk pages in order. */
 	__u64 seg_lpage;
@@ -255,53 +256,27 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	}
 }
 
-/*
- * The page's cgroup, recorded when it is added and charged back when it
- * goes; reclaim marks it so that its next add counts as a refault.
- */
-static __always_inline void account_cgroup(struct range_ctx *c, __u64 bit)
+/* A page's new state bits, unless the event changes nothing (seeding raced it). */
+static __always_inline bool next_state(struct range_ctx *c, __u64 old, __u64 *new)
 {
-	__u32 word = bit / 4, slot;
-	struct dc_cgroup_stats *cg;
-	__u16 *tag, old;
-	__u64 *w = bpf_map_lookup_elem(&page_cgroup, &word);
-
-	if (!w) {
-		__sync_fetch_and_add(&totals.missing_entry, 1);
-		return;
-	}
-	tag = (__u16 *)w + (bit & 3);
-	old = *tag;
-	slot = c->delta > 0 ? c->cgroup : old & DC_PAGE_CGROUP_MASK;
-	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
-	if (!cg)
-		return;
 	if (c->delta > 0) {
-		*tag = slot;
-		__sync_fetch_and_add(&cg->resident, 1);
-		__sync_fetch_and_add(&cg->added, 1);
-		if (old & DC_PAGE_RECLAIMED) {
-			__sync_fetch_and_add(&cg->refaults, 1);
-			__sync_fetch_and_add(&c->file->refaults, 1);
-			__sync_fetch_and_add(&totals.refaults, 1);
-		}
-	} else {
-		__sync_fetch_and_add(&cg->resident, (__u64)-1);
-		__sync_fetch_and_add(&cg->removed, 1);
-		if (c->reclaim) {
-			*tag = old | DC_PAGE_RECLAIMED;
-			__sync_fetch_and_add(&cg->reclaimed, 1);
-			__sync_fetch_and_add(&c->file->reclaimed, 1);
-			__sync_fetch_and_add(&totals.reclaimed, 1);
-		}
+		*new = DC_PAGE_RESIDENT | (c->cgroup == DC_CGROUP_UNKNOWN ? DC_PAGE_NO_CGROUP : 0);
+		return !(old & DC_PAGE_RESIDENT);
 	}
+	*new = c->reclaim ? DC_PAGE_RECLAIMED : 0;
+	return old & DC_PAGE_RESIDENT;
 }
 
+/*
+ * One page: its state, the counts of its file and cgroup (reclaim and
+ * refaults too), and its physical page's copies.
+ */
 static int account_page(__u32 i, struct range_ctx *c)
 {
-	__u64 idx = c->index + i, bit, mask, old;
-	__u32 word;
-	__u64 *w;
+	__u64 idx = c->index + i, entry, *w, old, bits, new, seen;
+	__u32 word, shift, slot = c->cgroup;
+	struct dc_cgroup_stats *cg;
+	bool change = false;
 
 	if (idx >= c->file->npages) {
 		/* Grown since the scan: the loader must map it first. */
@@ -309,29 +284,62 @@ static int account_page(__u32 i, struct range_ctx *c)
 		note_change();
 		return 1;
 	}
-	bit = c->file->bit_base + idx;
-	word = bit / 64;
-	mask = 1ULL << (bit & 63);
-	w = bpf_map_lookup_elem(&resident, &word);
+	entry = c->file->bit_base + idx;
+	word = entry / DC_PAGES_PER_WORD;
+	shift = (entry % DC_PAGES_PER_WORD) * DC_PAGE_BITS;
+	w = bpf_map_lookup_elem(&pages, &word);
 	if (!w) {
 		__sync_fetch_and_add(&totals.missing_entry, 1);
 		return 1;
 	}
-	/* The bit makes add and remove idempotent: seeding may race events. */
-	if (c->delta > 0) {
-		old = __sync_fetch_and_or(w, mask);
-		if (old & mask)
+	/* Neighbours share the word: retry when one of them changed it first. */
+	old = *w;
+	for (int try = 0; try < 8; try++) {
+		bits = (old >> shift) & 0xf;
+		change = next_state(c, bits, &new);
+		if (!change)
 			return 0;
-		__sync_fetch_and_add(&c->file->resident, 1);
-		__sync_fetch_and_add(&c->file->added, 1);
-	} else {
-		old = __sync_fetch_and_and(w, ~mask);
-		if (!(old & mask))
-			return 0;
-		__sync_fetch_and_add(&c->file->resident, (__u64)-1);
-		__sync_fetch_and_add(&c->file->removed, 1);
+		seen = __sync_val_compare_and_swap(w, old, (old & ~(0xfULL << shift)) | (new << shift));
+		if (seen == old)
+			break;
+		old = seen;
+		change = false;
 	}
-	account_cgroup(c, bit);
+	if (!change) {
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		return 0;
+	}
+	if (c->delta > 0) {
+		__u32 cw = entry / 4;
+		__u64 *tags = bpf_map_lookup_elem(&page_cgroup, &cw);
+
+		if (tags)
+			*((__u16 *)tags + (entry & 3)) = slot;
+	} else if (bits & DC_PAGE_NO_CGROUP) {
+		slot = DC_CGROUP_UNKNOWN; /* it was counted there */
+	}
+	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
+	if (c->delta > 0) {
+		__sync_fetch_and_add(&c->file->added, 1);
+		if (cg)
+			__sync_fetch_and_add(&cg->added, 1);
+		if (bits & DC_PAGE_RECLAIMED) {
+			__sync_fetch_and_add(&c->file->refaults, 1);
+			if (cg)
+				__sync_fetch_and_add(&cg->refaults, 1);
+			__sync_fetch_and_add(&totals.refaults, 1);
+		}
+	} else {
+		__sync_fetch_and_add(&c->file->removed, 1);
+		if (cg)
+			__sync_fetch_and_add(&cg->removed, 1);
+		if (c->reclaim) {
+			__sync_fetch_and_add(&c->file->reclaimed, 1);
+			if (cg)
+				__sync_fetch_and_add(&cg->reclaimed, 1);
+			__sync_fetch_and_add(&totals.reclaimed, 1);
+		}
+	}
 	if (c->file->seg_count)
 		account_copy(c, idx);
 	return 0;
@@ -443,9 +451,9 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		note_change();
 		return 0;
 	}
-	if (delta > 0)
-		cgroup = cgroup_slot(folio);
-	else
+	/* A folio is still charged when it leaves the page cache. */
+	cgroup = cgroup_slot(folio);
+	if (delta < 0)
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
 	account_range(file, folio->index, npages, delta, cgroup, reclaim);
 	return 0;

@@ -9,9 +9,11 @@
  *   segments  per file, sorted by file page: runs of file pages that map to
  *             physical pages referenced by two or more (file, page) pairs;
  *             only those can ever hold duplicate copies
- *   resident  one bit per page of every tracked file (idempotent add/delete,
- *             so events and the start-up seeding can race safely)
- *   page_cgroup one u16 per page of every tracked file: cgroup, reclaimed
+ *   pages     four state bits per page of every tracked file (resident,
+ *             reclaimed, cgroup unknown), changed by compare-and-swap, so
+ *             adds and removes are idempotent and events and the start-up
+ *             seeding can race; small, so that random pages stay in cache
+ *   page_cgroup the cgroup slot each page was added for, kept across rebuilds
  *   slot_copies one counter per shared physical page ("slot")
  */
 #ifndef DUPCACHE_H
@@ -41,13 +43,13 @@ struct dc_inode_key {
 struct dc_file {
 	/* layout */
 	__u64 npages;    /* pages covered by the resident bitmap */
-	__u64 bit_base;  /* first bit of this file in `resident` and `page_cgroup` */
+	__u64 bit_base;  /* first entry of this file in `pages` */
 	__u32 seg_first;
 	__u32 seg_count;
 	__u32 group;     /* sharing group id, DC_NO_GROUP when it has none */
 	__u32 pad;
-	/* counts, since the last sync (pages whose residency changed) */
-	__u64 resident;  /* resident pages of the file */
+	/* counts since the last sync, of pages whose residency changed;
+	 * resident pages = added - removed */
 	__u64 added;     /* pages added to the page cache (seeding included) */
 	__u64 removed;   /* pages removed from the page cache */
 	__u64 reclaimed; /* of those removed, by reclaim (kswapd, direct, memcg, proactive) */
@@ -74,19 +76,22 @@ struct dc_group_stats {
 #define DC_CGROUP_UNKNOWN 0
 struct dc_cgroup_stats {
 	__u64 id;        /* cgroup id (its kernfs inode number) */
-	__u64 resident;
-	__u64 added;
+	__u64 added;     /* resident pages = added - removed (since the last sync) */
 	__u64 removed;
 	__u64 reclaimed;
 	__u64 refaults;
 };
 
 /*
- * Per tracked page, a u16 in `page_cgroup`: the cgroup slot the page was
- * charged to, and whether reclaim removed it (its next add is a refault).
+ * Per tracked page, four bits in `pages` (sixteen pages to a word): resident,
+ * removed by reclaim last (its next add is a refault), and counted in the
+ * unknown cgroup (seeded without one).
  */
-#define DC_PAGE_CGROUP_MASK 0x7fff
-#define DC_PAGE_RECLAIMED 0x8000
+#define DC_PAGE_BITS 4
+#define DC_PAGES_PER_WORD 16
+#define DC_PAGE_RESIDENT 0x1
+#define DC_PAGE_RECLAIMED 0x2
+#define DC_PAGE_NO_CGROUP 0x4
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
 #define DC_MAX_WATCHED_SB 16

@@ -17,7 +17,7 @@
 #define HEADROOM(n, min) ((n) * 2 + (min))
 
 struct capacity {
-	uint32_t files, segs, groups, slot_words, bit_words;
+	uint32_t files, segs, groups, slot_words, page_words;
 };
 
 /* Where a file's pages sat in the maps at the last sync. */
@@ -39,9 +39,9 @@ struct engine {
 	struct dupcache_bpf *skel;
 	struct capacity cap;
 	/* mmapped map values */
-	uint64_t *resident;
-	uint64_t *slot_words;
+	uint64_t *pages;      /* DC_PAGE_* bits, DC_PAGES_PER_WORD pages a word */
 	uint16_t *page_cgroup;
+	uint64_t *slot_words;
 	struct dc_file *files;
 	struct dc_group_stats *group_stats;
 	struct dc_cgroup_stats *cgroup_stats;
@@ -187,7 +187,7 @@ static struct capacity need(const struct scan *s, const struct extmap *m)
 		.segs = at_least_one(m->nsegs),
 		.groups = at_least_one(m->ngroups),
 		.slot_words = at_least_one((m->nslots + 1) / 2),
-		.bit_words = at_least_one((bits + 63) / 64),
+		.page_words = at_least_one((bits + DC_PAGES_PER_WORD - 1) / DC_PAGES_PER_WORD),
 	};
 }
 
@@ -195,20 +195,20 @@ static bool fits(const struct capacity *have, const struct capacity *want)
 {
 	return want->files <= have->files && want->segs <= have->segs &&
 	       want->groups <= have->groups && want->slot_words <= have->slot_words &&
-	       want->bit_words <= have->bit_words;
+	       want->page_words <= have->page_words;
 }
 
 static void unload(struct engine *e)
 {
 	if (!e->skel)
 		return;
-	map_munmap(e->skel->maps.resident, e->resident);
+	map_munmap(e->skel->maps.pages, e->pages);
+	map_munmap(e->skel->maps.page_cgroup, e->page_cgroup);
 	map_munmap(e->skel->maps.slot_copies, e->slot_words);
 	map_munmap(e->skel->maps.files, e->files);
 	map_munmap(e->skel->maps.group_stats, e->group_stats);
-	map_munmap(e->skel->maps.page_cgroup, e->page_cgroup);
 	map_munmap(e->skel->maps.cgroup_stats, e->cgroup_stats);
-	e->resident = e->slot_words = NULL;
+	e->pages = e->slot_words = NULL;
 	e->page_cgroup = NULL;
 	e->files = NULL;
 	e->group_stats = NULL;
@@ -245,7 +245,7 @@ static int load(struct engine *e, const struct capacity *want)
 		.segs = HEADROOM(want->segs, 1024),
 		.groups = HEADROOM(want->groups, 256),
 		.slot_words = HEADROOM(want->slot_words, 4096),
-		.bit_words = HEADROOM(want->bit_words, 4096),
+		.page_words = HEADROOM(want->page_words, 4096),
 	};
 	struct dupcache_bpf *skel;
 	int err;
@@ -258,9 +258,9 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.segments, cap.segs);
 	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
 	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
-	bpf_map__set_max_entries(skel->maps.resident, cap.bit_words);
-	/* Four u16 cgroup slots a word against 64 residency bits. */
-	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.bit_words * 16);
+	bpf_map__set_max_entries(skel->maps.pages, cap.page_words);
+	/* Four u16 cgroup slots a word against sixteen pages' bits. */
+	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.page_words * 4);
 
 	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
 	for (size_t i = 0; i < sizeof(optional_progs) / sizeof(optional_progs[0]); i++) {
@@ -283,14 +283,14 @@ static int load(struct engine *e, const struct capacity *want)
 	skel->bss->paused = 1;
 	e->skel = skel;
 	e->cap = cap;
-	e->resident = map_mmap(skel->maps.resident);
+	e->pages = map_mmap(skel->maps.pages);
+	e->page_cgroup = map_mmap(skel->maps.page_cgroup);
 	e->slot_words = map_mmap(skel->maps.slot_copies);
 	e->files = map_mmap(skel->maps.files);
 	e->group_stats = map_mmap(skel->maps.group_stats);
-	e->page_cgroup = map_mmap(skel->maps.page_cgroup);
 	e->cgroup_stats = map_mmap(skel->maps.cgroup_stats);
-	if (!e->resident || !e->slot_words || !e->files || !e->group_stats ||
-	    !e->page_cgroup || !e->cgroup_stats) {
+	if (!e->pages || !e->page_cgroup || !e->slot_words || !e->files || !e->group_stats ||
+	    !e->cgroup_stats) {
 		err = -errno;
 		unload(e);
 		return load_error(err, "mapping the engine's counters");
@@ -364,13 +364,14 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	e->nkeys = 0;
 	e->untracked = 0;
 
-	memset(e->resident, 0, (size_t)e->cap.bit_words * sizeof(uint64_t));
-	memset(e->page_cgroup, 0, (size_t)e->cap.bit_words * 64 * sizeof(uint16_t));
+	memset(e->pages, 0, (size_t)e->cap.page_words * sizeof(uint64_t));
+	memset(e->page_cgroup, 0, (size_t)e->cap.page_words * 4 * sizeof(uint64_t));
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
+	/* Counts restart with the reseeding; cgroups keep their slots. */
 	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
-		e->cgroup_stats[i].resident = 0;
+		e->cgroup_stats[i] = (struct dc_cgroup_stats){ .id = e->cgroup_stats[i].id };
 	skel->bss->totals.dup = 0;
 	set_watched_sb(e, s);
 
@@ -398,6 +399,13 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	return err ? -errno : 0;
 }
 
+static unsigned page_bits(const struct engine *e, uint64_t page)
+{
+	uint64_t word = __atomic_load_n(&e->pages[page / DC_PAGES_PER_WORD], __ATOMIC_RELAXED);
+
+	return (word >> (page % DC_PAGES_PER_WORD * DC_PAGE_BITS)) & 0xf;
+}
+
 static int cmp_layout(const void *a, const void *b)
 {
 	const struct dc_inode_key *x = &((const struct file_layout *)a)->key;
@@ -419,7 +427,9 @@ static void memo_cgroups(struct engine *e, struct cgroup_memo *memo)
 	memcpy(memo->files, e->layout, e->nfiles * sizeof(*memo->files));
 	qsort(memo->files, memo->nfiles, sizeof(*memo->files), cmp_layout);
 	memo->slots = xcalloc(e->nbits ? e->nbits : 1, sizeof(uint16_t));
-	memcpy(memo->slots, e->page_cgroup, e->nbits * sizeof(uint16_t));
+	for (uint64_t i = 0; i < e->nbits; i++)
+		memo->slots[i] = page_bits(e, i) & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN
+								   : e->page_cgroup[i];
 	memo->nslots = e->skel->bss->totals.ncgroups;
 	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
 		memo->ids[i] = e->cgroup_stats[i].id;
@@ -554,7 +564,7 @@ uint64_t engine_changes(const struct engine *e)
 void engine_counts(struct engine *e, struct dup_counts *out)
 {
 	for (size_t i = 0; i < e->nfiles; i++)
-		e->file_resident[i] = __atomic_load_n(&e->files[i].resident, __ATOMIC_RELAXED);
+		e->file_resident[i] = engine_file_resident(&e->files[i]);
 	for (size_t g = 0; g < e->ngroups; g++)
 		e->group_dup[g] = __atomic_load_n(&e->group_stats[g].dup, __ATOMIC_RELAXED);
 	out->file_resident = e->file_resident;
@@ -631,10 +641,13 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 				uint64_t bit = e->layout[f].bit_base + seg->lpage + p;
 				uint32_t c = __atomic_load_n(&copies[seg->slot + p], __ATOMIC_RELAXED);
 
-				if (c < 2 || !bit_test(e->resident, bit))
+				unsigned bits = page_bits(e, bit);
+				uint32_t slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : e->page_cgroup[bit];
+
+				if (c < 2 || !(bits & DC_PAGE_RESIDENT))
 					continue;
 				file_share[f] += P * (c - 1) / c;
-				cgroup_share[e->page_cgroup[bit] % DC_MAX_CGROUPS] += P * (c - 1) / c;
+				cgroup_share[slot % DC_MAX_CGROUPS] += P * (c - 1) / c;
 			}
 		}
 	}

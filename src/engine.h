@@ -50,6 +50,17 @@ struct engine_sample {
 	size_t ncgroups;
 };
 void engine_sample(const struct engine *e, struct engine_sample *out);
+
+/* Resident pages: what was added since the last sync less what went. */
+static inline uint64_t engine_file_resident(const struct dc_file *f)
+{
+	return __atomic_load_n(&f->added, __ATOMIC_RELAXED) - __atomic_load_n(&f->removed, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t engine_cgroup_resident(const struct dc_cgroup_stats *c)
+{
+	return __atomic_load_n(&c->added, __ATOMIC_RELAXED) - __atomic_load_n(&c->removed, __ATOMIC_RELAXED);
+}
 /*
  * Each resident copy of a physical page held c times carries (c - 1) / c of a
  * page of duplicate bytes (rounded down per page), so shares add up to the

@@ -284,7 +284,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	for (size_t i = 0; i < s->nfiles; i++)
 		h->shared += s->files[i].shared_bytes;
 	for (size_t i = 0; i < es.nfiles; i++)
-		h->cached += es.files[i].resident * P;
+		h->cached += engine_file_resident(&es.files[i]) * P;
 
 	switch (by) {
 	case BY_FILE:
@@ -294,7 +294,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 
 			snprintf(r->name, sizeof(r->name), "%s", s->files[i].path);
 			r->dup = file_share[i];
-			r->cached = es.files[i].resident * P;
+			r->cached = engine_file_resident(&es.files[i]) * P;
 			r->shared = s->files[i].shared_bytes;
 			file_counts(&es.files[i], counts);
 			set_rates(r, counts, prev->file[i], dt);
@@ -317,7 +317,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			r = &rows[g];
 			if (!members[g]++)
 				snprintf(r->name, sizeof(r->name), "%s", s->files[i].path);
-			r->cached += es.files[i].resident * P;
+			r->cached += engine_file_resident(&es.files[i]) * P;
 			r->shared += s->files[i].shared_bytes;
 			file_counts(&es.files[i], counts);
 			for (int k = 0; k < 4; k++) {
@@ -343,7 +343,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			const char *path = c == DC_CGROUP_UNKNOWN ? NULL : cgroup_path(cg->id);
 			struct row *r;
 
-			if (!cg->resident && !cg->added && !cg->removed)
+			if (!cg->added && !cg->removed)
 				continue;
 			r = &rows[n++];
 			if (c == DC_CGROUP_UNKNOWN)
@@ -354,7 +354,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 				snprintf(r->name, sizeof(r->name), "(cgroup id %llu, gone)",
 					 (unsigned long long)cg->id);
 			r->dup = cgroup_share[c];
-			r->cached = cg->resident * P;
+			r->cached = engine_cgroup_resident(cg) * P;
 			r->shared = (uint64_t)-1;
 			cgroup_counts(cg, counts);
 			set_rates(r, counts, prev->cgroup[c], dt);
