@@ -6,6 +6,7 @@
  */
 #include <getopt.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <ncurses.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,7 +32,9 @@ static const char *const col_title[] = { "DUP", "CACHED", "SHARED", "ADDED/s", "
 					 "RECLAIM/s", "REFAULT/s", "NAME" };
 
 struct row {
-	char name[512];
+	const char *name;             /* a path, or NULL for `label` */
+	char label[48];
+	size_t more;                  /* group rows: members besides `name` */
 	uint64_t dup, cached, shared; /* bytes; shared is -1 where it means nothing */
 	double rate[4];               /* added, removed, reclaimed, refaults: pages/s */
 	uint64_t count[4];            /* the same since start of row's counters */
@@ -209,6 +212,20 @@ static void cgroup_counts(const struct dc_cgroup_stats *c, uint64_t out[4])
 static enum col sort_col;
 static bool sort_reverse;
 
+static const char *row_name(const struct row *r)
+{
+	return r->name ? r->name : r->label;
+}
+
+/* The name as shown: a group's first member and how many more. */
+static const char *row_title(const struct row *r, char *buf, size_t len)
+{
+	if (!r->more)
+		return row_name(r);
+	snprintf(buf, len, "%s (+%zu more)", row_name(r), r->more);
+	return buf;
+}
+
 static double row_key(const struct row *r, enum col c)
 {
 	switch (c) {
@@ -226,13 +243,13 @@ static int cmp_row(const void *a, const void *b)
 	int d;
 
 	if (sort_col == C_NAME) {
-		d = strcmp(x->name, y->name);
+		d = strcmp(row_name(x), row_name(y));
 	} else {
 		double kx = row_key(x, sort_col), ky = row_key(y, sort_col);
 
 		d = kx > ky ? -1 : kx < ky; /* biggest first */
 		if (!d)
-			d = strcmp(x->name, y->name);
+			d = strcmp(row_name(x), row_name(y));
 	}
 	return sort_reverse ? -d : d;
 }
@@ -247,14 +264,18 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	long long now = monotonic_ns();
 	double dt = (now - prev->at) / 1e9;
 	struct engine_sample es;
-	uint64_t *file_share = xcalloc(s->nfiles, sizeof(uint64_t));
-	uint64_t *cgroup_share = xcalloc(DC_MAX_CGROUPS, sizeof(uint64_t));
+	uint64_t *file_share = NULL, *cgroup_share = NULL;
 	uint64_t counts[4];
 	struct row *rows = NULL;
 	size_t n = 0;
 
 	engine_sample(t->engine, &es);
-	engine_dup_shares(t->engine, m, file_share, cgroup_share);
+	/* Fair shares walk every shared page: only for the rows that show them. */
+	if (by != BY_GROUP) {
+		file_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
+		cgroup_share = xcalloc(DC_MAX_CGROUPS, sizeof(uint64_t));
+		engine_dup_shares(t->engine, m, file_share, cgroup_share);
+	}
 	if (prev->generation != t->generation || prev->nfiles != es.nfiles) {
 		/* File ids changed with a rebuild: their counters restarted. */
 		prev->file = xrealloc(prev->file, es.nfiles ? es.nfiles : 1, sizeof(*prev->file));
@@ -292,7 +313,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 		for (size_t i = 0; i < s->nfiles && i < es.nfiles; i++) {
 			struct row *r = &rows[n++];
 
-			snprintf(r->name, sizeof(r->name), "%s", s->files[i].path);
+			r->name = s->files[i].path;
 			r->dup = file_share[i];
 			r->cached = engine_file_resident(&es.files[i]) * P;
 			r->shared = s->files[i].shared_bytes;
@@ -300,9 +321,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			set_rates(r, counts, prev->file[i], dt);
 		}
 		break;
-	case BY_GROUP: {
-		size_t *members = xcalloc(m->ngroups, sizeof(size_t));
-
+	case BY_GROUP:
 		rows = xcalloc(m->ngroups, sizeof(*rows));
 		n = m->ngroups;
 		for (uint32_t g = 0; g < m->ngroups && g < es.ngroups; g++)
@@ -315,8 +334,10 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			if (g == DC_NO_GROUP || g >= n)
 				continue;
 			r = &rows[g];
-			if (!members[g]++)
-				snprintf(r->name, sizeof(r->name), "%s", s->files[i].path);
+			if (!r->name)
+				r->name = s->files[i].path;
+			else
+				r->more++;
 			r->cached += engine_file_resident(&es.files[i]) * P;
 			r->shared += s->files[i].shared_bytes;
 			file_counts(&es.files[i], counts);
@@ -326,16 +347,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 				r->rate[k] += per_s(counts[k], then[k], dt);
 			}
 		}
-		for (uint32_t g = 0; g < n; g++) {
-			size_t len = strlen(rows[g].name);
-
-			if (members[g] > 1)
-				snprintf(rows[g].name + len, sizeof(rows[g].name) - len, " (+%zu more)",
-					 members[g] - 1);
-		}
-		free(members);
 		break;
-	}
 	case BY_CGROUP:
 		rows = xcalloc(es.ncgroups, sizeof(*rows));
 		for (size_t c = 0; c < es.ncgroups; c++) {
@@ -347,11 +359,11 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 				continue;
 			r = &rows[n++];
 			if (c == DC_CGROUP_UNKNOWN)
-				snprintf(r->name, sizeof(r->name), "(cached before start)");
+				snprintf(r->label, sizeof(r->label), "(cached before start)");
 			else if (path)
-				snprintf(r->name, sizeof(r->name), "%s", path);
+				r->name = path;
 			else
-				snprintf(r->name, sizeof(r->name), "(cgroup id %llu, gone)",
+				snprintf(r->label, sizeof(r->label), "(cgroup id %llu, gone)",
 					 (unsigned long long)cg->id);
 			r->dup = cgroup_share[c];
 			r->cached = engine_cgroup_resident(cg) * P;
@@ -403,9 +415,11 @@ static void format_header(const struct header *h, char lines[3][256])
 
 static void format_row(const struct row *r, char *buf, size_t len)
 {
+	char title[PATH_MAX + 32];
+
 	snprintf(buf, len, "%10s %10s %10s %9.0f %9.0f %9.0f %9.0f  %s", HB(r->dup), HB(r->cached),
 		 r->shared == (uint64_t)-1 ? "-" : HB(r->shared), r->rate[0], r->rate[1],
-		 r->rate[2], r->rate[3], r->name);
+		 r->rate[2], r->rate[3], row_title(r, title, sizeof(title)));
 }
 
 static void format_titles(char *buf, size_t len)
@@ -417,7 +431,7 @@ static void format_titles(char *buf, size_t len)
 static void print_text(const struct header *h, const struct row *rows, size_t n,
 		       const struct top_opts *o)
 {
-	char lines[3][256], buf[1024];
+	char lines[3][256], buf[PATH_MAX + 256];
 
 	format_header(h, lines);
 	for (int i = 0; i < 3; i++)
@@ -469,7 +483,10 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 		const struct row *r = &rows[i];
 		json_object *j = json_object_new_object();
 
-		json_object_object_add(j, "name", json_object_new_string(r->name));
+		char title[PATH_MAX + 32];
+
+		json_object_object_add(j, "name",
+				       json_object_new_string(row_title(r, title, sizeof(title))));
 		add_u64(j, "dup_bytes", r->dup);
 		add_u64(j, "cached_bytes", r->cached);
 		if (r->shared != (uint64_t)-1)
@@ -495,7 +512,7 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 static void draw(const struct header *h, const struct row *rows, size_t n, const struct top_opts *o,
 		 bool paused, bool help)
 {
-	char lines[3][256], buf[1024];
+	char lines[3][256], buf[PATH_MAX + 256];
 	int y = 0, maxy = getmaxy(stdscr);
 
 	erase();
