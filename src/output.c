@@ -74,9 +74,14 @@ void output_text(FILE *out, const struct report_view *v)
 	text_skips(out, &s->skipped);
 }
 
-static void add_u64(json_object *o, const char *key, uint64_t v)
+void json_add_u64(json_object *o, const char *key, uint64_t v)
 {
 	json_object_object_add(o, key, json_object_new_uint64(v));
+}
+
+void json_add_double(json_object *o, const char *key, double v)
+{
+	json_object_object_add(o, key, json_object_new_double(v));
 }
 
 void output_json(FILE *out, const struct report_view *v)
@@ -89,31 +94,31 @@ void output_json(FILE *out, const struct report_view *v)
 	json_object *skipped = json_object_new_object();
 	size_t shown = shown_groups(v);
 
-	add_u64(root, "page_size", st->page_size);
-	add_u64(totals, "files", st->files);
-	add_u64(totals, "shared_bytes", st->shared_bytes);
-	add_u64(totals, "cached_bytes", st->cached_bytes);
-	add_u64(totals, "dup_bytes", st->dup_bytes);
-	add_u64(totals, "groups", st->ngroups);
+	json_add_u64(root, "page_size", st->page_size);
+	json_add_u64(totals, "files", st->files);
+	json_add_u64(totals, "shared_bytes", st->shared_bytes);
+	json_add_u64(totals, "cached_bytes", st->cached_bytes);
+	json_add_u64(totals, "dup_bytes", st->dup_bytes);
+	json_add_u64(totals, "groups", st->ngroups);
 	json_object_object_add(root, "totals", totals);
 
 	for (size_t g = 0; g < shown; g++) {
 		const struct group_stats *gs = &st->groups[g];
 		json_object *jg = json_object_new_object(), *members = json_object_new_array();
 
-		add_u64(jg, "files", gs->files);
-		add_u64(jg, "shared_bytes", gs->shared_bytes);
-		add_u64(jg, "cached_bytes", gs->cached_bytes);
-		add_u64(jg, "dup_bytes", gs->dup_bytes);
+		json_add_u64(jg, "files", gs->files);
+		json_add_u64(jg, "shared_bytes", gs->shared_bytes);
+		json_add_u64(jg, "cached_bytes", gs->cached_bytes);
+		json_add_u64(jg, "dup_bytes", gs->dup_bytes);
 		for (size_t i = 0; i < gs->files; i++) {
 			const struct scanned_file *f = &s->files[gs->members[i]];
 			json_object *jm = json_object_new_object();
 
 			json_object_object_add(jm, "path", json_object_new_string(f->path));
-			add_u64(jm, "dev", f->st_dev);
-			add_u64(jm, "ino", f->ino);
-			add_u64(jm, "cached_bytes", st->file_cached_bytes[gs->members[i]]);
-			add_u64(jm, "shared_bytes", f->shared_bytes);
+			json_add_u64(jm, "dev", f->st_dev);
+			json_add_u64(jm, "ino", f->ino);
+			json_add_u64(jm, "cached_bytes", st->file_cached_bytes[gs->members[i]]);
+			json_add_u64(jm, "shared_bytes", f->shared_bytes);
 			json_object_array_add(members, jm);
 		}
 		json_object_object_add(jg, "members", members);
@@ -121,25 +126,25 @@ void output_json(FILE *out, const struct report_view *v)
 	}
 	json_object_object_add(root, "groups", groups);
 
-	add_u64(skipped, "missing", s->skipped.missing);
-	add_u64(skipped, "unreadable", s->skipped.unreadable);
-	add_u64(skipped, "vanished", s->skipped.vanished);
-	add_u64(skipped, "changed", s->skipped.changed);
-	add_u64(skipped, "special", s->skipped.special);
-	add_u64(skipped, "no_fiemap", s->skipped.no_fiemap);
+	json_add_u64(skipped, "missing", s->skipped.missing);
+	json_add_u64(skipped, "unreadable", s->skipped.unreadable);
+	json_add_u64(skipped, "vanished", s->skipped.vanished);
+	json_add_u64(skipped, "changed", s->skipped.changed);
+	json_add_u64(skipped, "special", s->skipped.special);
+	json_add_u64(skipped, "no_fiemap", s->skipped.no_fiemap);
 	json_object_object_add(root, "skipped", skipped);
 
 	if (v->window) {
 		const struct engine_window *w = v->window;
 		json_object *jw = json_object_new_object();
 
-		add_u64(root, "peak_dup_bytes", w->peak_dup_pages * st->page_size);
-		json_object_object_add(jw, "seconds", json_object_new_double(v->window_seconds));
-		add_u64(jw, "pages_added", w->pages_added);
-		add_u64(jw, "pages_removed", w->pages_removed);
-		add_u64(jw, "refreshes", w->refreshes);
-		add_u64(jw, "untracked_files", w->untracked_files);
-		add_u64(jw, "oversize_folios", w->oversize_folios);
+		json_add_u64(root, "peak_dup_bytes", w->peak_dup_pages * st->page_size);
+		json_add_double(jw, "seconds", v->window_seconds);
+		json_add_u64(jw, "pages_added", w->pages_added);
+		json_add_u64(jw, "pages_removed", w->pages_removed);
+		json_add_u64(jw, "refreshes", w->refreshes);
+		json_add_u64(jw, "untracked_files", w->untracked_files);
+		json_add_u64(jw, "oversize_folios", w->oversize_folios);
 		json_object_object_add(root, "window", jw);
 	}
 	fprintf(out, "%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));

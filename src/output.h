@@ -17,6 +17,11 @@ struct report_view {
 };
 
 void output_text(FILE *out, const struct report_view *v);
+
+/* json-c, briefer. */
+struct json_object;
+void json_add_u64(struct json_object *o, const char *key, uint64_t v);
+void json_add_double(struct json_object *o, const char *key, double v);
 void output_json(FILE *out, const struct report_view *v);
 
 #endif

@@ -87,18 +87,12 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 		case 'h':
 			fputs(usage, stdout);
 			exit(EXIT_OK);
-		case ':':
-			msg("report: %s needs a value", argv[optind - 1]);
-			return EXIT_USAGE;
 		default:
-			msg("report: unknown option '%s' (see dupcache report --help)", argv[optind - 1]);
-			return EXIT_USAGE;
+			return usage_bad_option("report", c, argv);
 		}
 	}
-	if (optind >= argc) {
-		msg("report: at least one PATH is needed (see dupcache report --help)");
-		return EXIT_USAGE;
-	}
+	if (optind >= argc)
+		return usage_no_path("report");
 	return EXIT_OK;
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "cgroups.h"
 #include "commands.h"
+#include "output.h"
 #include "tracker.h"
 #include "util.h"
 
@@ -155,18 +156,12 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		case 'h':
 			fputs(usage, stdout);
 			exit(EXIT_OK);
-		case ':':
-			msg("top: %s needs a value", argv[optind - 1]);
-			return EXIT_USAGE;
 		default:
-			msg("top: unknown option '%s' (see dupcache top --help)", argv[optind - 1]);
-			return EXIT_USAGE;
+			return usage_bad_option("top", c, argv);
 		}
 	}
-	if (optind >= argc) {
-		msg("top: at least one PATH is needed (see dupcache top --help)");
-		return EXIT_USAGE;
-	}
+	if (optind >= argc)
+		return usage_no_path("top");
 	if (!o->json && !isatty(STDOUT_FILENO))
 		o->batch = true;
 	return EXIT_OK;
@@ -446,15 +441,6 @@ static void print_text(const struct header *h, const struct row *rows, size_t n,
 	fflush(stdout);
 }
 
-static void add_u64(json_object *o, const char *k, uint64_t v)
-{
-	json_object_object_add(o, k, json_object_new_uint64(v));
-}
-
-static void add_dbl(json_object *o, const char *k, double v)
-{
-	json_object_object_add(o, k, json_object_new_double(v));
-}
 
 static void print_json(const struct header *h, const struct row *rows, size_t n,
 		       const struct top_opts *o, size_t page_size)
@@ -462,22 +448,22 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 	json_object *root = json_object_new_object(), *jh = json_object_new_object();
 	json_object *jr = json_object_new_array(), *rec = json_object_new_object();
 
-	add_dbl(root, "seconds", h->seconds);
+	json_add_double(root, "seconds", h->seconds);
 	json_object_object_add(root, "by", json_object_new_string(by_name[o->by]));
-	add_u64(root, "page_size", page_size);
-	add_u64(jh, "page_cache_bytes", h->page_cache);
-	add_u64(jh, "files", h->files);
-	add_u64(jh, "groups", h->groups);
-	add_u64(jh, "shared_bytes", h->shared);
-	add_u64(jh, "cached_bytes", h->cached);
-	add_u64(jh, "dup_bytes", h->dup);
+	json_add_u64(root, "page_size", page_size);
+	json_add_u64(jh, "page_cache_bytes", h->page_cache);
+	json_add_u64(jh, "files", h->files);
+	json_add_u64(jh, "groups", h->groups);
+	json_add_u64(jh, "shared_bytes", h->shared);
+	json_add_u64(jh, "cached_bytes", h->cached);
+	json_add_u64(jh, "dup_bytes", h->dup);
 	json_object_object_add(root, "totals", jh);
-	add_dbl(rec, "kswapd_wakes_per_s", h->kswapd_wakes);
-	add_dbl(rec, "direct_stalls_per_s", h->direct_stalls);
-	add_dbl(rec, "direct_stall_ms", h->direct_stall_ms);
-	add_dbl(rec, "memcg_stalls_per_s", h->memcg_stalls);
-	add_dbl(rec, "memcg_stall_ms", h->memcg_stall_ms);
-	add_dbl(rec, "pages_reclaimed_per_s", h->pages_reclaimed);
+	json_add_double(rec, "kswapd_wakes_per_s", h->kswapd_wakes);
+	json_add_double(rec, "direct_stalls_per_s", h->direct_stalls);
+	json_add_double(rec, "direct_stall_ms", h->direct_stall_ms);
+	json_add_double(rec, "memcg_stalls_per_s", h->memcg_stalls);
+	json_add_double(rec, "memcg_stall_ms", h->memcg_stall_ms);
+	json_add_double(rec, "pages_reclaimed_per_s", h->pages_reclaimed);
 	json_object_object_add(root, "reclaim", rec);
 	for (size_t i = 0; i < n && (!o->rows || i < o->rows); i++) {
 		const struct row *r = &rows[i];
@@ -487,18 +473,18 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 
 		json_object_object_add(j, "name",
 				       json_object_new_string(row_title(r, title, sizeof(title))));
-		add_u64(j, "dup_bytes", r->dup);
-		add_u64(j, "cached_bytes", r->cached);
+		json_add_u64(j, "dup_bytes", r->dup);
+		json_add_u64(j, "cached_bytes", r->cached);
 		if (r->shared != (uint64_t)-1)
-			add_u64(j, "shared_bytes", r->shared);
-		add_dbl(j, "added_per_s", r->rate[0]);
-		add_dbl(j, "removed_per_s", r->rate[1]);
-		add_dbl(j, "reclaimed_per_s", r->rate[2]);
-		add_dbl(j, "refaults_per_s", r->rate[3]);
-		add_u64(j, "added", r->count[0]);
-		add_u64(j, "removed", r->count[1]);
-		add_u64(j, "reclaimed", r->count[2]);
-		add_u64(j, "refaults", r->count[3]);
+			json_add_u64(j, "shared_bytes", r->shared);
+		json_add_double(j, "added_per_s", r->rate[0]);
+		json_add_double(j, "removed_per_s", r->rate[1]);
+		json_add_double(j, "reclaimed_per_s", r->rate[2]);
+		json_add_double(j, "refaults_per_s", r->rate[3]);
+		json_add_u64(j, "added", r->count[0]);
+		json_add_u64(j, "removed", r->count[1]);
+		json_add_u64(j, "reclaimed", r->count[2]);
+		json_add_u64(j, "refaults", r->count[3]);
 		json_object_array_add(jr, j);
 	}
 	json_object_object_add(root, "rows", jr);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "util.h"
 
 void msg(const char *fmt, ...)
@@ -31,6 +32,21 @@ const char *human_bytes(uint64_t bytes, char *buf, size_t len)
 	else
 		snprintf(buf, len, v < 100 ? "%.1f %s" : "%.0f %s", v, unit[u]);
 	return buf;
+}
+
+int usage_bad_option(const char *cmd, int c, char *const argv[])
+{
+	if (c == ':')
+		msg("%s: %s needs a value", cmd, argv[optind - 1]);
+	else
+		msg("%s: unknown option '%s' (see dupcache %s --help)", cmd, argv[optind - 1], cmd);
+	return EXIT_USAGE;
+}
+
+int usage_no_path(const char *cmd)
+{
+	msg("%s: at least one PATH is needed (see dupcache %s --help)", cmd, cmd);
+	return EXIT_USAGE;
 }
 
 static void *oom(void)

@@ -22,6 +22,14 @@ void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "12.0 MiB": binary units, one decimal below 100 of a unit. */
 const char *human_bytes(uint64_t bytes, char *buf, size_t len);
 
+/*
+ * Command lines: getopt_long's answers for a bad option (':' or '?', with
+ * opterr = 0 and a leading ':' in the option string) and a missing PATH,
+ * as one-line messages.  Both return EXIT_USAGE.
+ */
+int usage_bad_option(const char *cmd, int c, char *const argv[]);
+int usage_no_path(const char *cmd);
+
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
