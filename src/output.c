@@ -147,6 +147,6 @@ void output_json(FILE *out, const struct report_view *v)
 		json_add_u64(jw, "oversize_folios", w->oversize_folios);
 		json_object_object_add(root, "window", jw);
 	}
-	fprintf(out, "%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+	fprintf(out, "%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(root);
 }

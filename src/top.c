@@ -488,7 +488,7 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 		json_object_array_add(jr, j);
 	}
 	json_object_object_add(root, "rows", jr);
-	printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+	printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	fflush(stdout);
 	json_object_put(root);
 }
