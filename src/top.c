@@ -46,7 +46,9 @@ struct header {
 	uint64_t page_cache, shared, cached, dup;
 	double kswapd_wakes, direct_stalls, direct_stall_ms, memcg_stalls, memcg_stall_ms,
 		pages_reclaimed;     /* per second, stall ms = mean per stall */
-	uint64_t files, groups, untracked;
+	uint64_t files, groups;
+	uint64_t untracked;          /* files the engine's maps had no room for */
+	uint64_t cgroups_full;       /* pages of cgroups past DC_MAX_CGROUPS */
 };
 
 struct top_opts {
@@ -378,7 +380,13 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 		file_counts(&es.files[i], prev->file[i]);
 	for (size_t c = 0; c < es.ncgroups; c++)
 		cgroup_counts(&es.cgroups[c], prev->cgroup[c]);
-	h->untracked = 0;
+	{
+		struct engine_window w;
+
+		engine_window(t->engine, &w);
+		h->untracked = w.untracked_files;
+		h->cgroups_full = es.totals.cgroups_full;
+	}
 	free(file_share);
 	free(cgroup_share);
 	*nrows = n;
@@ -398,8 +406,10 @@ static void format_header(const struct header *h, char lines[3][256])
 {
 	double pct = h->page_cache ? 100.0 * h->dup / h->page_cache : 0;
 
-	snprintf(lines[0], 256, "dupcache top - %.0f s, %llu files, %llu sharing groups",
-		 h->seconds, (unsigned long long)h->files, (unsigned long long)h->groups);
+	snprintf(lines[0], 256, "dupcache top - %.0f s, %llu files, %llu sharing groups%s%s",
+		 h->seconds, (unsigned long long)h->files, (unsigned long long)h->groups,
+		 h->untracked ? ", SOME FILES UNTRACKED (maps full)" : "",
+		 h->cgroups_full ? ", TOO MANY CGROUPS (some shown as unknown)" : "");
 	snprintf(lines[1], 256, "Page cache %s, tracked: shared %s, cached %s, dup %s (%.1f%% of page cache)",
 		 HB(h->page_cache), HB(h->shared), HB(h->cached), HB(h->dup), pct);
 	snprintf(lines[2], 256, "Reclaim: kswapd wakes %.1f/s, direct stalls %.1f/s (%.2f ms), "
@@ -457,6 +467,8 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 	json_add_u64(jh, "shared_bytes", h->shared);
 	json_add_u64(jh, "cached_bytes", h->cached);
 	json_add_u64(jh, "dup_bytes", h->dup);
+	json_add_u64(jh, "untracked_files", h->untracked);
+	json_add_u64(jh, "cgroups_full_pages", h->cgroups_full);
 	json_object_object_add(root, "totals", jh);
 	json_add_double(rec, "kswapd_wakes_per_s", h->kswapd_wakes);
 	json_add_double(rec, "direct_stalls_per_s", h->direct_stalls);
