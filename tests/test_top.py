@@ -509,7 +509,7 @@ def check_text_files(where, rows, fr):
 
 TOP_KEYS = {'seconds', 'by', 'page_size', 'totals', 'reclaim', 'rows'}
 TOTAL_KEYS = {'page_cache_bytes', 'files', 'groups', 'shared_bytes',
-              'cached_bytes', 'dup_bytes'}
+              'cached_bytes', 'dup_bytes', 'untracked_files', 'cgroups_full_pages'}
 RECLAIM_KEYS = {'kswapd_wakes_per_s', 'direct_stalls_per_s',
                 'direct_stall_ms', 'memcg_stalls_per_s', 'memcg_stall_ms',
                 'pages_reclaimed_per_s'}
@@ -524,6 +524,9 @@ def check_json_shape(where, fr, by):
           '%s: by %r page_size %r' % (where, fr['by'], fr['page_size']))
     check(set(fr['totals']) == TOTAL_KEYS,
           '%s: totals keys %s' % (where, sorted(fr['totals'])))
+    check(fr['totals']['untracked_files'] == 0 and
+          fr['totals']['cgroups_full_pages'] == 0,
+          '%s: maps full? %s' % (where, fr['totals']))
     check(set(fr['reclaim']) == RECLAIM_KEYS,
           '%s: reclaim keys %s' % (where, sorted(fr['reclaim'])))
     want = ROW_KEYS - ({'shared_bytes'} if by == 'cgroup' else set())
