@@ -31,9 +31,9 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
-APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o
+APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o $(OUT)/daemon.o
 
 # Debian 12 packages: build, run, test, demo, bench.
 DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-dev \
@@ -111,3 +111,13 @@ install: $(BIN)
 
 clean:
 	rm -rf build dupcache
+
+# vmtest: a Debian linux-source-6.1 kernel (kernel/build.sh: built once, cached in
+# /var/cache/dupcache/kernel) boots under QEMU/TCG with / as a read-only 9p root and runs
+# tests/vm/cases/* (see kernel/README.md). `make kernel` only builds it and prints its path.
+.PHONY: kernel vmtest
+kernel:
+	bash kernel/build.sh
+
+vmtest: $(BIN)
+	bash tests/vm/run.sh

@@ -5,5 +5,6 @@
 /* Each returns the process exit code (see util.h). */
 int cmd_report(int argc, char **argv);
 int cmd_top(int argc, char **argv);
+int cmd_daemon(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const char usage[] =
 	"commands:\n"
 	"  report   page cache duplicated across reflinked files, now or over a window\n"
 	"  top      live view: duplication by group, file or cgroup, and reclaim\n"
+	"  daemon   page cache sharing policy daemon (advisory mode: what sharing would save)\n"
 	"run 'dupcache COMMAND --help' for its options\n";
 
 static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
 		return cmd_report(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "top"))
 		return cmd_top(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "daemon"))
+		return cmd_daemon(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(usage, stdout);
 		return EXIT_OK;

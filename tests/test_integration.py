@@ -722,6 +722,57 @@ def two_clones(m, size=2 * MiB):
     return a, b
 
 
+def resident_pages_of(path):
+    """The file's page residency, from oracle.py's own mincore."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return oracle.resident_vector(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+@watch_test('daemon_advisory')
+def d_advisory(fs, m):
+    """dupcache daemon in advisory mode: whole-file clone sets only, and the
+    page cache one donor per set would save, against mincore."""
+    a, b, c, d = four_clones(m)
+    e, f = m + '/e', m + '/f'
+    make_file(e, 4 * MiB, seed=5)
+    reflink(e, f)
+    write_at(f, 5 * PAGE, data(PAGE, 9))            # f is no whole clone now
+    g, h = m + '/g', m + '/h'
+    with open(g, 'wb') as fh:                        # a hole: not fully mapped
+        fh.truncate(4 * MiB)
+        fh.seek(MiB)
+        fh.write(data(MiB, 3))
+        os.fsync(fh.fileno())
+    reflink(g, h)
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    read_range(c, 0, 2 * MiB, exact=True)
+    read_range(e)
+    read_range(f)
+    rc, out, err = run_tool(['daemon', '--json', '-n', '1', m])
+    check(rc == 0, 'daemon exited %d: %r' % (rc, err))
+    check('advisory mode' in err, 'stderr %r' % err)
+    j = json.loads(out)
+    sets = j['clone_sets']
+    check(len(sets) == 1, 'clone sets %s' % sets)
+    got = sets[0]
+    check(sorted(got['members']) == sorted([a, b, c, d]), 'members %s' % got)
+    check(got['donor'] in (a, b), 'donor %s: not one with the most cached' % got['donor'])
+    vecs = [resident_pages_of(p) for p in (a, b, c, d)]
+    want_saving = sum(max(0, sum(col) - 1) for col in zip(*vecs)) * PAGE
+    want_cached = sum(map(sum, vecs)) * PAGE
+    check(want_saving == 10 * MiB, 'mincore says saving %s (workload?)' % mib(want_saving))
+    check(got['saving_bytes'] == want_saving and got['cached_bytes'] == want_cached,
+          'set %s, want saving %d cached %d' % (got, want_saving, want_cached))
+    check(got['size'] == 8 * MiB, 'size %s' % got['size'])
+    check(j['totals'] == {'sets': 1, 'files': 4, 'saving_bytes': want_saving},
+          'totals %s' % j['totals'])
+
+
 @test('bad_missing_path')
 def t_missing():
     with LoopFs('xfs') as m:

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0
+#include <stdlib.h>
+#include <string.h>
+#include "clones.h"
+#include "util.h"
+
+static const struct scan *sort_scan;
+
+static bool fully_mapped(const struct scanned_file *f)
+{
+	uint64_t mapped = 0;
+
+	for (size_t r = 0; r < f->nruns; r++)
+		mapped += f->runs[r].npages;
+	return f->npages && mapped == f->npages;
+}
+
+/* Same filesystem, size and block map sort together. */
+static int cmp_layout(const void *a, const void *b)
+{
+	const struct scanned_file *x = &sort_scan->files[*(const size_t *)a];
+	const struct scanned_file *y = &sort_scan->files[*(const size_t *)b];
+
+	if (x->sb_dev != y->sb_dev)
+		return x->sb_dev < y->sb_dev ? -1 : 1;
+	if (x->size != y->size)
+		return x->size < y->size ? -1 : 1;
+	if (x->nruns != y->nruns)
+		return x->nruns < y->nruns ? -1 : 1;
+	return memcmp(x->runs, y->runs, x->nruns * sizeof(*x->runs));
+}
+
+static int cmp_saving(const void *a, const void *b)
+{
+	const struct clone_set *x = a, *y = b;
+
+	if (x->saving_bytes != y->saving_bytes)
+		return x->saving_bytes > y->saving_bytes ? -1 : 1;
+	return strcmp(sort_scan->files[x->members[0]].path, sort_scan->files[y->members[0]].path);
+}
+
+static bool resident(const struct scanned_file *f, uint64_t page)
+{
+	return f->resident && bit_test(f->resident, page);
+}
+
+/* Cached bytes, and what one page cache for all members would save. */
+static void measure(const struct scan *s, struct clone_set *set)
+{
+	const struct scanned_file *first = &s->files[set->members[0]];
+	uint64_t P = s->page_size;
+
+	for (size_t m = 0; m < set->nmembers; m++)
+		set->cached_bytes += s->files[set->members[m]].resident_pages * P;
+	for (uint64_t page = 0; page < first->npages; page++) {
+		uint64_t copies = 0;
+
+		for (size_t m = 0; m < set->nmembers; m++)
+			copies += resident(&s->files[set->members[m]], page);
+		if (copies > 1)
+			set->saving_bytes += (copies - 1) * P;
+	}
+}
+
+void clone_sets_find(const struct scan *s, uint64_t min_size, struct clone_sets *out)
+{
+	size_t *cand = xcalloc(s->nfiles, sizeof(size_t)), n = 0;
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < s->nfiles; i++)
+		if (s->files[i].size >= min_size && fully_mapped(&s->files[i]))
+			cand[n++] = i;
+	sort_scan = s;
+	qsort(cand, n, sizeof(*cand), cmp_layout);
+
+	for (size_t i = 0, j; i < n; i = j) {
+		struct clone_set set = { 0 };
+		size_t donor = 0;
+
+		for (j = i + 1; j < n && cmp_layout(&cand[i], &cand[j]) == 0; j++)
+			;
+		if (j - i < 2)
+			continue;
+		set.nmembers = j - i;
+		set.members = xcalloc(set.nmembers, sizeof(size_t));
+		memcpy(set.members, &cand[i], set.nmembers * sizeof(size_t));
+		/* The donor: most pages cached already, so the fewest reads. */
+		for (size_t m = 1; m < set.nmembers; m++)
+			if (s->files[set.members[m]].resident_pages > s->files[set.members[donor]].resident_pages)
+				donor = m;
+		set.members[donor] = set.members[0];
+		set.members[0] = cand[i + donor];
+		set.size = s->files[set.members[0]].size;
+		measure(s, &set);
+		out->sets = xrealloc(out->sets, out->nsets + 1, sizeof(*out->sets));
+		out->sets[out->nsets++] = set;
+		out->files += set.nmembers;
+		out->saving_bytes += set.saving_bytes;
+	}
+	if (out->nsets)
+		qsort(out->sets, out->nsets, sizeof(*out->sets), cmp_saving);
+	free(cand);
+}
+
+void clone_sets_free(struct clone_sets *cs)
+{
+	for (size_t i = 0; i < cs->nsets; i++)
+		free(cs->sets[i].members);
+	free(cs->sets);
+	memset(cs, 0, sizeof(*cs));
+}

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Whole-file clone sets and their saving, on hand-made scans. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+#include "clones.h"
+
+#define P 4096u
+
+static struct page_run run_a[] = { { 0, 100, 4 } };
+static struct page_run run_b[] = { { 0, 100, 2 }, { 2, 300, 2 } }; /* partly its own blocks */
+static struct page_run run_hole[] = { { 0, 100, 3 } };             /* page 3 unmapped */
+static uint64_t res_all = 0xf, res_first = 0x1, res_two = 0x3;
+
+static struct scanned_file file(const char *path, uint32_t dev, struct page_run *runs,
+				size_t nruns, uint64_t *resident)
+{
+	struct scanned_file f = { .path = (char *)path, .sb_dev = dev, .size = 4 * P, .npages = 4,
+				  .runs = runs, .nruns = nruns, .resident = resident };
+
+	f.resident_pages = resident ? __builtin_popcountll(*resident) : 0;
+	return f;
+}
+
+static void one_set_with_saving(void **state)
+{
+	struct scanned_file files[] = {
+		file("/c1", 1, run_a, 1, &res_first),
+		file("/c2", 1, run_a, 1, &res_all),    /* the donor: most cached */
+		file("/c3", 1, run_a, 1, &res_two),
+		file("/other-fs", 2, run_a, 1, &res_all),
+		file("/partial", 1, run_b, 2, &res_all),
+		file("/hole", 1, run_hole, 1, &res_all),
+	};
+	struct scan s = { .files = files, .nfiles = 6, .page_size = P };
+	struct clone_sets cs;
+
+	(void)state;
+	clone_sets_find(&s, 1, &cs);
+	assert_int_equal(cs.nsets, 1);
+	assert_int_equal(cs.files, 3);
+	assert_int_equal(cs.sets[0].nmembers, 3);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/c2");
+	assert_int_equal(cs.sets[0].cached_bytes, (1 + 4 + 2) * P);
+	/* page 0: 3 copies, page 1: 2, pages 2-3: 1 -> 2 + 1 pages saved */
+	assert_int_equal(cs.sets[0].saving_bytes, 3 * P);
+	assert_int_equal(cs.saving_bytes, 3 * P);
+	clone_sets_free(&cs);
+}
+
+static void min_size_and_singletons(void **state)
+{
+	struct scanned_file files[] = {
+		file("/c1", 1, run_a, 1, &res_all),
+		file("/c2", 1, run_a, 1, &res_all),
+		file("/alone", 1, run_b, 2, &res_all),
+	};
+	struct scan s = { .files = files, .nfiles = 3, .page_size = P };
+	struct clone_sets cs;
+
+	(void)state;
+	clone_sets_find(&s, 4 * P + 1, &cs);
+	assert_int_equal(cs.nsets, 0);
+	clone_sets_free(&cs);
+	clone_sets_find(&s, 4 * P, &cs);
+	assert_int_equal(cs.nsets, 1);
+	assert_int_equal(cs.sets[0].saving_bytes, 4 * P);
+	clone_sets_free(&cs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(one_set_with_saving),
+		cmocka_unit_test(min_size_and_singletons),
+	};
+
+	return cmocka_run_group_tests_name("clones", tests, NULL, NULL);
+}
