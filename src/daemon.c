@@ -24,7 +24,7 @@
 
 struct daemon_opts {
 	double interval;
-	long reports;          /* 0: until SIGINT/SIGTERM */
+	uint64_t reports;      /* 0: until SIGINT/SIGTERM */
 	uint64_t min_size;
 	bool json;
 	struct scan_opts scan;
@@ -55,7 +55,6 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	char *end;
 	int c;
 
 	*o = (struct daemon_opts){ .interval = 10, .min_size = 1 };
@@ -63,27 +62,17 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 	while ((c = getopt_long(argc, argv, ":d:n:xh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
-			o->interval = strtod(optarg, &end);
-			if (*end || !(o->interval >= 0.1 && o->interval <= 86400)) {
-				msg("daemon: -d takes seconds from 0.1 to 86400, not '%s'", optarg);
+			if (!opt_seconds("daemon", "-d", optarg, 0.1, 86400, &o->interval))
 				return EXIT_USAGE;
-			}
 			break;
 		case 'n':
-		case 'm': {
-			long long v = strtoll(optarg, &end, 10);
-
-			if (*end || !*optarg || v < 0) {
-				msg("daemon: %s takes a whole number >= 0, not '%s'",
-				    c == 'n' ? "-n" : "--min-size", optarg);
+			if (!opt_count("daemon", "-n", optarg, &o->reports))
 				return EXIT_USAGE;
-			}
-			if (c == 'n')
-				o->reports = v;
-			else
-				o->min_size = v;
 			break;
-		}
+		case 'm':
+			if (!opt_count("daemon", "--min-size", optarg, &o->min_size))
+				return EXIT_USAGE;
+			break;
 		case 'j':
 			o->json = true;
 			break;
@@ -174,7 +163,7 @@ int cmd_daemon(int argc, char **argv)
 			   : "the kernel has no pcshare_ops struct_ops type (kernel/patches): advisory mode");
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	for (long n = 0; !stopping && (!o.reports || n < o.reports); n++) {
+	for (uint64_t n = 0; !stopping && (!o.reports || n < o.reports); n++) {
 		struct clone_sets cs;
 		struct scan s;
 

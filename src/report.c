@@ -27,7 +27,7 @@ static const char usage[] =
 struct report_opts {
 	bool json;
 	double watch;      /* seconds; 0 = snapshot */
-	size_t top;
+	uint64_t top;
 	struct scan_opts scan;
 };
 
@@ -37,14 +37,6 @@ static void on_signal(int sig)
 {
 	(void)sig;
 	interrupted = 1;
-}
-
-static bool parse_number(const char *s, double *out)
-{
-	char *end;
-
-	*out = strtod(s, &end);
-	return *s && !*end;
 }
 
 static int parse_opts(int argc, char **argv, struct report_opts *o)
@@ -57,7 +49,6 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	double num;
 	int c;
 
 	*o = (struct report_opts){ .top = 10 };
@@ -68,18 +59,12 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 			o->json = true;
 			break;
 		case 'w':
-			if (!parse_number(optarg, &num) || !(num > 0) || num > 86400 * 365) {
-				msg("--watch takes a number of seconds > 0, not '%s'", optarg);
+			if (!opt_seconds("report", "--watch", optarg, 0.001, 86400 * 365, &o->watch))
 				return EXIT_USAGE;
-			}
-			o->watch = num;
 			break;
 		case 'n':
-			if (!parse_number(optarg, &num) || num < 0 || num != (size_t)num) {
-				msg("-n takes a whole number >= 0, not '%s'", optarg);
+			if (!opt_count("report", "-n", optarg, &o->top))
 				return EXIT_USAGE;
-			}
-			o->top = num;
 			break;
 		case 'x':
 			o->scan.one_fs = true;

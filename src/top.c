@@ -55,10 +55,10 @@ struct top_opts {
 	double delay;
 	enum col sort;
 	bool reverse;
-	size_t rows;   /* 0: as many as fit (screen) / all (batch) */
+	uint64_t rows;   /* 0: as many as fit (screen) / all (batch) */
 	enum by by;
 	bool batch, json;
-	long frames;   /* batch: frames to print, 0 = until interrupted */
+	uint64_t frames; /* batch: frames to print, 0 = until interrupted */
 	struct scan_opts scan;
 };
 
@@ -101,7 +101,6 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	char *end;
 	int c;
 
 	*o = (struct top_opts){ .delay = 1 };
@@ -109,11 +108,8 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 	while ((c = getopt_long(argc, argv, ":d:s:r:bn:xh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
-			o->delay = strtod(optarg, &end);
-			if (*end || !(o->delay >= 0.1 && o->delay <= 3600)) {
-				msg("top: -d takes seconds from 0.1 to 3600, not '%s'", optarg);
+			if (!opt_seconds("top", "-d", optarg, 0.1, 3600, &o->delay))
 				return EXIT_USAGE;
-			}
 			break;
 		case 's':
 			for (o->sort = 0; o->sort < C_COUNT && strcmp(col_name[o->sort], optarg); o->sort++)
@@ -125,19 +121,13 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 			}
 			break;
 		case 'r':
-		case 'n': {
-			long v = strtol(optarg, &end, 10);
-
-			if (*end || !*optarg || v < 0) {
-				msg("top: -%c takes a whole number >= 0, not '%s'", c, optarg);
+			if (!opt_count("top", "-r", optarg, &o->rows))
 				return EXIT_USAGE;
-			}
-			if (c == 'r')
-				o->rows = v;
-			else
-				o->frames = v;
 			break;
-		}
+		case 'n':
+			if (!opt_count("top", "-n", optarg, &o->frames))
+				return EXIT_USAGE;
+			break;
 		case 'B':
 			for (o->by = 0; o->by < BY_COUNT && strcmp(by_name[o->by], optarg); o->by++)
 				;
@@ -579,7 +569,7 @@ int cmd_top(int argc, char **argv)
 	size_t nrows = 0;
 	bool screen, paused = false, help = false, quit = false;
 	long long started, next;
-	long frames = 0;
+	uint64_t frames = 0;
 	int ret = parse_opts(argc, argv, &o);
 
 	if (ret)

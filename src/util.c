@@ -49,6 +49,29 @@ int usage_no_path(const char *cmd)
 	return EXIT_USAGE;
 }
 
+bool opt_seconds(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+		 double *out)
+{
+	char *end;
+
+	*out = strtod(arg, &end);
+	if (*arg && !*end && *out >= lo && *out <= hi)
+		return true;
+	msg("%s: %s takes seconds from %.10g to %.10g, not '%s'", cmd, opt, lo, hi, arg);
+	return false;
+}
+
+bool opt_count(const char *cmd, const char *opt, const char *arg, uint64_t *out)
+{
+	char *end;
+
+	*out = strtoull(arg, &end, 10);
+	if (*arg >= '0' && *arg <= '9' && !*end)
+		return true;
+	msg("%s: %s takes a whole number >= 0, not '%s'", cmd, opt, arg);
+	return false;
+}
+
 static void *oom(void)
 {
 	msg("out of memory");

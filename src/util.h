@@ -29,6 +29,10 @@ const char *human_bytes(uint64_t bytes, char *buf, size_t len);
  */
 int usage_bad_option(const char *cmd, int c, char *const argv[]);
 int usage_no_path(const char *cmd);
+/* Option values; false after a one-line message when arg is not one. */
+bool opt_seconds(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+		 double *out);
+bool opt_count(const char *cmd, const char *opt, const char *arg, uint64_t *out);
 
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n, size_t size);
