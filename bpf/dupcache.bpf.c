@@ -131,9 +131,9 @@ struct folio___v61 {
 
 static __always_inline __u64 folio_pages(struct folio *folio)
 {
-	unsigned long flags = 0;
+	/* A plain load through the BTF pointer: 6.1's unsigned long, 6.18's memdesc_flags_t. */
+	unsigned long flags = *(unsigned long *)&folio->flags;
 
-	bpf_core_read(&flags, sizeof(flags), &folio->flags);
 	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
 	if (bpf_core_field_exists(folio->_nr_pages))
