@@ -298,27 +298,28 @@ static int load(struct engine *e, const struct capacity *want)
 	return EXIT_OK;
 }
 
-/* Window counters live on across a reload with bigger maps. */
-static void carry_window(struct engine *e)
+/*
+ * Add the counters of t to sum (the peak is a maximum).  State that a
+ * reload rebuilds (dup, ncgroups, beyond_map...) is left alone.
+ */
+static void add_counters(struct dc_totals *sum, const struct dc_totals *t)
 {
-	const struct dc_totals *t = &e->skel->bss->totals;
-
-	e->carried.added += t->added;
-	e->carried.removed += t->removed;
-	e->carried.changes += t->changes;
-	e->carried.oversize_folio += t->oversize_folio;
-	e->carried.missing_entry += t->missing_entry;
-	e->carried.reclaimed += t->reclaimed;
-	e->carried.refaults += t->refaults;
-	e->carried.cgroups_full += t->cgroups_full;
-	e->carried.kswapd_wakes += t->kswapd_wakes;
-	e->carried.direct_stalls += t->direct_stalls;
-	e->carried.direct_stall_ns += t->direct_stall_ns;
-	e->carried.memcg_stalls += t->memcg_stalls;
-	e->carried.memcg_stall_ns += t->memcg_stall_ns;
-	e->carried.pages_reclaimed += t->pages_reclaimed;
-	if (t->peak_dup > e->carried.peak_dup)
-		e->carried.peak_dup = t->peak_dup;
+	sum->added += t->added;
+	sum->removed += t->removed;
+	sum->changes += t->changes;
+	sum->oversize_folio += t->oversize_folio;
+	sum->missing_entry += t->missing_entry;
+	sum->reclaimed += t->reclaimed;
+	sum->refaults += t->refaults;
+	sum->cgroups_full += t->cgroups_full;
+	sum->kswapd_wakes += t->kswapd_wakes;
+	sum->direct_stalls += t->direct_stalls;
+	sum->direct_stall_ns += t->direct_stall_ns;
+	sum->memcg_stalls += t->memcg_stalls;
+	sum->memcg_stall_ns += t->memcg_stall_ns;
+	sum->pages_reclaimed += t->pages_reclaimed;
+	if (t->peak_dup > sum->peak_dup)
+		sum->peak_dup = t->peak_dup;
 }
 
 static int update_batch(struct bpf_map *map, const void *keys, const void *values, uint32_t n)
@@ -504,7 +505,8 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 	memo_cgroups(e, &memo);
 	if (!e->skel || !fits(&e->cap, &want)) {
 		if (e->skel) {
-			carry_window(e);
+			/* Window counters live on across a reload with bigger maps. */
+			add_counters(&e->carried, &e->skel->bss->totals);
 			unload(e);
 		}
 		err = load(e, &want);
@@ -575,24 +577,8 @@ void engine_counts(struct engine *e, struct dup_counts *out)
 static struct dc_totals totals_now(const struct engine *e)
 {
 	struct dc_totals t = e->skel->bss->totals;
-	const struct dc_totals *c = &e->carried;
 
-	t.added += c->added;
-	t.removed += c->removed;
-	t.changes += c->changes;
-	t.oversize_folio += c->oversize_folio;
-	t.missing_entry += c->missing_entry;
-	t.reclaimed += c->reclaimed;
-	t.refaults += c->refaults;
-	t.cgroups_full += c->cgroups_full;
-	t.kswapd_wakes += c->kswapd_wakes;
-	t.direct_stalls += c->direct_stalls;
-	t.direct_stall_ns += c->direct_stall_ns;
-	t.memcg_stalls += c->memcg_stalls;
-	t.memcg_stall_ns += c->memcg_stall_ns;
-	t.pages_reclaimed += c->pages_reclaimed;
-	if (c->peak_dup > t.peak_dup)
-		t.peak_dup = c->peak_dup;
+	add_counters(&t, &e->carried);
 	return t;
 }
 
