@@ -131,8 +131,12 @@ struct folio___v61 {
 
 static __always_inline __u64 folio_pages(struct folio *folio)
 {
-	/* A plain load through the BTF pointer: 6.1's unsigned long, 6.18's memdesc_flags_t. */
-	unsigned long flags = *(unsigned long *)&folio->flags;
+	/*
+	 * The flags word opens the folio on every kernel (6.1: unsigned long,
+	 * 6.18: memdesc_flags_t): a plain load at offset 0 needs no CO-RE
+	 * relocation, which could not match both types.
+	 */
+	unsigned long flags = *(unsigned long *)folio;
 
 	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
