@@ -119,5 +119,11 @@ clean:
 kernel:
 	bash kernel/build.sh
 
-vmtest: $(BIN)
+# The test policy for the pcshare_ops struct_ops type (tests/vm/cases/pcshare.sh).
+VMTEST_BPF := $(OUT)/vmtest/pcshare_policy.bpf.o
+$(VMTEST_BPF): tests/vm/pcshare_policy.bpf.c vmlinux.h
+	mkdir -p $(@D)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+vmtest: $(BIN) $(VMTEST_BPF)
 	bash tests/vm/run.sh
