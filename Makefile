@@ -115,8 +115,19 @@ clean:
 # vmtest: a Debian linux-source-6.1 kernel (kernel/build.sh: built once, cached in
 # /var/cache/dupcache/kernel) boots under QEMU/TCG with / as a read-only 9p root and runs
 # tests/vm/cases/* (see kernel/README.md). `make kernel` only builds it and prints its path.
-.PHONY: kernel vmtest
-kernel:
+# What the kernel build and the VM need besides DEB_PKGS.
+VM_PKGS := linux-source-6.1 qemu-system-x86 flex bison bc libssl-dev dwarves rsync cpio \
+           kmod xz-utils
+.PHONY: kernel vmtest deps-vm
+deps-vm: deps
+	@missing=$$(for p in $(VM_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+kernel: deps-vm
 	bash kernel/build.sh
 
 # The test policy for the pcshare_ops struct_ops type (tests/vm/cases/pcshare.sh).
@@ -125,5 +136,5 @@ $(VMTEST_BPF): tests/vm/pcshare_policy.bpf.c vmlinux.h
 	mkdir -p $(@D)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-vmtest: $(BIN) $(VMTEST_BPF)
+vmtest: deps-vm $(BIN) $(VMTEST_BPF)
 	bash tests/vm/run.sh
