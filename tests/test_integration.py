@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True     # leave no __pycache__ in tests/
@@ -31,6 +30,7 @@ import fsimg                                            # noqa: E402
 from fsimg import (LoopFs, TmpFs, MiB, PAGE, spawn, make_file,  # noqa: E402
                    reflink, clone_range, read_range, drop, write_at, data,
                    cold, run)
+from harness import Fail, Skip, Suite, check            # noqa: E402
 
 FSTYPES = ('xfs', 'btrfs')
 BIN = None
@@ -40,27 +40,8 @@ SKIP_KEYS = ('missing', 'unreadable', 'vanished', 'changed', 'special',
              'no_fiemap')
 
 
-class Skip(Exception):
-    pass
-
-
-class Fail(AssertionError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-TESTS = []   # (name, function, needs the binary)
-
-
-def test(name, needs_bin=True):
-    def deco(fn):
-        TESTS.append((name, fn, needs_bin))
-        return fn
-    return deco
+SUITE = Suite('integration')
+test = SUITE.test
 
 
 def mib(n):
@@ -1142,7 +1123,7 @@ def main():
     opts = ap.parse_args()
     ORACLE_ONLY = opts.oracle_only
     BIN = os.path.abspath(opts.bin)
-    sel = [(n, f, nb) for n, f, nb in TESTS
+    sel = [(n, f, nb) for n, f, nb in SUITE.tests
            if (not opts.k or any(k in n for k in opts.k)) and
            (not ORACLE_ONLY or not nb)]
     if opts.list:
@@ -1153,41 +1134,14 @@ def main():
     if os.geteuid() != 0:
         print('test_integration.py must run as root', file=sys.stderr)
         return 2
-    npass = nfail = nskip = 0
-    for name, fn, needs_bin in sel:
-        try:
+
+    def runnable(fn, needs_bin):
+        def body():
             if needs_bin or not ORACLE_ONLY:
                 check(os.access(BIN, os.X_OK), 'no executable %s' % BIN)
             fn()
-        except Skip as e:
-            nskip += 1
-            print('SKIP %s: %s' % (name, e), flush=True)
-        except (KeyboardInterrupt, fsimg.Interrupted):
-            print('FAIL %s: interrupted' % name, flush=True)
-            nfail += 1
-            print('integration: %d passed, %d failed, %d skipped' % (
-                npass, nfail, nskip), flush=True)
-            return 130
-        except Fail as e:
-            nfail += 1
-            lines = str(e).splitlines() or ['']
-            print('FAIL %s: %s' % (name, lines[0]), flush=True)
-            for ln in lines[1:]:
-                print('    ' + ln, flush=True)
-        except Exception as e:
-            nfail += 1
-            print('FAIL %s: %s: %s' % (name, type(e).__name__, e),
-                  flush=True)
-            for ln in traceback.format_exc().splitlines():
-                print('    ' + ln, flush=True)
-        else:
-            npass += 1
-            print('PASS %s' % name, flush=True)
-        finally:
-            fsimg.kill_children()
-    print('integration: %d passed, %d failed, %d skipped' % (
-        npass, nfail, nskip), flush=True)
-    return 1 if nfail else 0
+        return body
+    return SUITE.run([(n, runnable(f, nb)) for n, f, nb in sel])
 
 
 if __name__ == '__main__':

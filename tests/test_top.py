@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -50,23 +49,12 @@ import oracle                                           # noqa: E402
 import fsimg                                            # noqa: E402
 from fsimg import (LoopFs, MiB, PAGE, spawn, make_file,  # noqa: E402
                    reflink, clone_range, read_range, cold, pin, drop)
+from harness import Fail, Skip, Suite, check            # noqa: E402
 
 P = PAGE
 BIN = None
 
 
-class Skip(Exception):
-    pass
-
-
-class Fail(AssertionError):
-    pass
-
-
-def check(cond, msg):
-    """A failure the rest of the test cannot go on from."""
-    if not cond:
-        raise Fail(msg)
 
 
 _soft = []
@@ -79,14 +67,8 @@ def expect(cond, msg):
     return cond
 
 
-TESTS = []
-
-
-def test(name):
-    def deco(fn):
-        TESTS.append((name, fn))
-        return fn
-    return deco
+SUITE = Suite('top')
+test = SUITE.test
 
 
 def human(n):
@@ -1275,42 +1257,23 @@ def main(argv):
         signal.signal(s, _terminate)
     atexit.register(damon_restore)
     atexit.register(cleanup_cgroups)
-    passed = failed = skipped = 0
+    def with_soft_failures(fn):
+        def body():
+            del _soft[:]
+            fn()
+            if _soft:
+                raise Fail('; '.join(_soft))
+        return body
+    selected = [(name, with_soft_failures(fn)) for name, fn, _ in SUITE.tests
+                if not a.k or any(k in name for k in a.k)]
     try:
         damon_pause()
-        for name, fn in TESTS:
-            if a.k and not any(k in name for k in a.k):
-                continue
-            del _soft[:]
-            try:
-                fn()
-                if _soft:
-                    raise Fail('; '.join(_soft))
-            except Skip as e:
-                skipped += 1
-                print('SKIP %s: %s' % (name, e), flush=True)
-            except Fail as e:
-                failed += 1
-                print('FAIL %s: %s' % (name, e), flush=True)
-            except (KeyboardInterrupt, Terminated, fsimg.Interrupted):
-                print('FAIL %s: interrupted' % name, flush=True)
-                failed += 1
-                break
-            except Exception:               # noqa: BLE001
-                failed += 1
-                print('FAIL %s: %s' % (name, traceback.format_exc().strip()
-                                       .replace('\n', '\n    ')), flush=True)
-            else:
-                passed += 1
-                print('PASS %s' % name, flush=True)
-            cleanup_cgroups()
+        return SUITE.run(selected, after_each=cleanup_cgroups, interrupts=(Terminated,))
     finally:
         fsimg.kill_children()
         cleanup_cgroups()
         damon_restore()
         shutil.rmtree(tmp, ignore_errors=True)
-    print('top: %d passed, %d failed, %d skipped' % (passed, failed, skipped))
-    return 1 if failed else 0
 
 
 if __name__ == '__main__':
