@@ -31,7 +31,7 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
 APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o $(OUT)/daemon.o
 
@@ -53,13 +53,13 @@ $(BIN): $(APP_OBJS) $(LIB_OBJS)
 $(OUT):
 	mkdir -p $@
 
-$(OUT)/%.bpf.o: bpf/%.bpf.c include/dupcache.h vmlinux.h | $(OUT)
+$(OUT)/%.bpf.o: bpf/%.bpf.c $(wildcard include/*.h) vmlinux.h | $(OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 $(OUT)/%.skel.h: $(OUT)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
-$(OUT)/%.o: src/%.c $(wildcard src/*.h) include/dupcache.h $(SKELS) | $(OUT)
+$(OUT)/%.o: src/%.c $(wildcard src/*.h include/*.h) $(SKELS) | $(OUT)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Unit tests link the pure modules only.
@@ -130,11 +130,5 @@ deps-vm: deps
 kernel: deps-vm
 	bash kernel/build.sh
 
-# The test policy for the pcshare_ops struct_ops type (tests/vm/cases/pcshare.sh).
-VMTEST_BPF := $(OUT)/vmtest/pcshare_policy.bpf.o
-$(VMTEST_BPF): tests/vm/pcshare_policy.bpf.c vmlinux.h
-	mkdir -p $(@D)
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
-
-vmtest: deps-vm $(BIN) $(VMTEST_BPF)
+vmtest: deps-vm $(BIN)
 	bash tests/vm/run.sh

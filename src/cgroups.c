@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "cgroups.h"
 #include "util.h"
@@ -91,4 +94,63 @@ const char *cgroup_path(uint64_t id)
 		walk_hierarchies();
 	}
 	return NULL;
+}
+
+/* Path components in p ("/" has none). */
+static uint32_t depth(const char *p)
+{
+	uint32_t n = 0;
+
+	for (; *p; p++)
+		if (*p != '/' && (p[1] == '/' || !p[1]))
+			n++;
+	return n;
+}
+
+int cgroup2_subtree(const char *path, uint64_t *id, uint32_t *level)
+{
+	struct {
+		struct file_handle fh;
+		uint64_t id;
+	} h = { .fh.handle_bytes = sizeof(uint64_t) };
+	char *real = realpath(path, NULL), *line = NULL;
+	size_t len = 0, best = 0;
+	struct stat st;
+	FILE *f;
+	int mount_id, err = -EXDEV;
+
+	if (!real)
+		return -errno;
+	if (stat(real, &st) || !S_ISDIR(st.st_mode)) {
+		free(real);
+		return -ENOTDIR;
+	}
+	f = fopen("/proc/self/mountinfo", "re");
+	while (f && getline(&line, &len, f) > 0) {
+		char root[4096], mnt[4096], fstype[64];
+		char *sep = strstr(line, " - ");
+		size_t n;
+
+		if (!sep || sscanf(line, "%*s %*s %*s %4095s %4095s", root, mnt) != 2 ||
+		    sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
+			continue;
+		n = strlen(mnt);
+		if (!strcmp(mnt, "/"))
+			n = 0;
+		/* The innermost cgroup2 mount that holds the path. */
+		if (strncmp(real, mnt, n) || (real[n] && real[n] != '/') || (best && n < best))
+			continue;
+		best = n;
+		*level = depth(root) + depth(real + n);
+		err = 0;
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	if (!err && name_to_handle_at(AT_FDCWD, real, &h.fh, &mount_id, 0))
+		err = -errno;
+	if (!err)
+		*id = h.id;
+	free(real);
+	return err;
 }

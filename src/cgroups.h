@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Memory cgroup id (the kernfs inode number the kernel reports) -> path. */
+/* Cgroup ids (the kernfs inode numbers the kernel reports) and paths. */
 #ifndef DUPCACHE_CGROUPS_H
 #define DUPCACHE_CGROUPS_H
 
@@ -11,5 +11,12 @@
  * again when an id is not known, at most once a second.
  */
 const char *cgroup_path(uint64_t id);
+
+/*
+ * A cgroup v2 directory's id (what bpf_get_current_ancestor_cgroup_id()
+ * returns for it) and its depth below the root cgroup.  0, or -EXDEV when
+ * it is not in a mounted cgroup2 hierarchy, or another negative errno.
+ */
+int cgroup2_subtree(const char *path, uint64_t *id, uint32_t *level);
 
 #endif

@@ -62,7 +62,23 @@ static void measure(const struct scan *s, struct clone_set *set)
 	}
 }
 
-void clone_sets_find(const struct scan *s, uint64_t min_size, struct clone_sets *out)
+/* Is file a a better donor than file b? */
+static bool better_donor(const struct scan *s, size_t a, size_t b,
+			 bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx)
+{
+	const struct scanned_file *x = &s->files[a], *y = &s->files[b];
+
+	if (keep_donor && keep_donor(x, ctx) != keep_donor(y, ctx))
+		return keep_donor(x, ctx);
+	/* Most pages cached already: the fewest reads. */
+	if (x->resident_pages != y->resident_pages)
+		return x->resident_pages > y->resident_pages;
+	return x->ino < y->ino;
+}
+
+void clone_sets_find(const struct scan *s, uint64_t min_size,
+		     bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx,
+		     struct clone_sets *out)
 {
 	size_t *cand = xcalloc(s->nfiles, sizeof(size_t)), n = 0;
 
@@ -84,9 +100,8 @@ void clone_sets_find(const struct scan *s, uint64_t min_size, struct clone_sets 
 		set.nmembers = j - i;
 		set.members = xcalloc(set.nmembers, sizeof(size_t));
 		memcpy(set.members, &cand[i], set.nmembers * sizeof(size_t));
-		/* The donor: most pages cached already, so the fewest reads. */
 		for (size_t m = 1; m < set.nmembers; m++)
-			if (s->files[set.members[m]].resident_pages > s->files[set.members[donor]].resident_pages)
+			if (better_donor(s, set.members[m], set.members[donor], keep_donor, ctx))
 				donor = m;
 		set.members[donor] = set.members[0];
 		set.members[0] = cand[i + donor];

@@ -7,6 +7,7 @@
 #ifndef DUPCACHE_CLONES_H
 #define DUPCACHE_CLONES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "scan.h"
@@ -29,9 +30,13 @@ struct clone_sets {
 /*
  * Sets of two or more files at least min_size bytes long whose pages all
  * map (no holes, no unwritten or delayed extents) to the same physical
- * pages.  The donor is the member with the most pages cached.
+ * pages.  The donor is a member keep_donor() says is one already (a donor
+ * that moved would leave open shares on the old one), else the member with
+ * the most pages cached, else the lowest inode.  keep_donor may be NULL.
  */
-void clone_sets_find(const struct scan *s, uint64_t min_size, struct clone_sets *out);
+void clone_sets_find(const struct scan *s, uint64_t min_size,
+		     bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx,
+		     struct clone_sets *out);
 void clone_sets_free(struct clone_sets *cs);
 
 #endif

@@ -1,22 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * dupcache daemon: the page cache sharing policy's daemon.  This version
- * runs in advisory mode only: every interval it rescans the trees and says
- * which whole-file clone sets a sharing policy would serve from one donor,
- * and how much page cache that would save.  Enforcement (the pcshare_ops
- * struct_ops policy of kernel/patches) is not built yet.
+ * dupcache daemon: the page cache sharing policy's daemon.  Every interval
+ * it rescans the trees for whole-file clone sets.  With --enforce it keeps
+ * the pcshare_ops policy (src/policy.c) registered and its donor map equal
+ * to those sets; without, it says what a policy would share and save.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <bpf/btf.h>
+#include "cgroups.h"
 #include "clones.h"
 #include "commands.h"
 #include "output.h"
+#include "policy.h"
 #include "scan.h"
 #include "util.h"
 
@@ -27,39 +31,110 @@ struct daemon_opts {
 	uint64_t reports;      /* 0: until SIGINT/SIGTERM */
 	uint64_t min_size;
 	bool json;
+	bool enforce;
 	struct scan_opts scan;
+	struct policy_settings policy;
+	const char *trust_cgroups[PCS_MAX_CGROUPS]; /* as given, for messages */
 };
 
-static volatile sig_atomic_t stopping;
+static volatile sig_atomic_t stopping, switch_to; /* switch_to: 1 off, 2 on */
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stopping = 1;
+	if (sig == SIGUSR1 || sig == SIGUSR2)
+		switch_to = sig == SIGUSR1 ? 1 : 2;
+	else
+		stopping = 1;
 }
 
 static const char usage[] =
-	"usage: dupcache daemon [-d SECONDS] [-n COUNT] [--min-size BYTES] [--json] [-x] PATH...\n"
-	"  advisory mode: every -d seconds (default 10) report the whole-file clone sets\n"
-	"  a page cache sharing policy would serve from one donor, and the memory saved\n"
-	"  -n COUNT         stop after COUNT reports (default: until SIGINT or SIGTERM)\n"
-	"  --min-size BYTES only files at least this large (default 1)\n"
-	"  --json           one JSON object per report (JSON Lines)\n"
-	"  -x               stay on the filesystem of each PATH\n";
+	"usage: dupcache daemon [--enforce [TRUST...] [--stale-after SECONDS] [--max-files N] [--off]]\n"
+	"                       [-d SECONDS] [-n COUNT] [--min-size BYTES] [--json] [-x] PATH...\n"
+	"  every -d seconds (default 10) find the whole-file clone sets below PATH and report\n"
+	"  the page cache one copy per set would save\n"
+	"  --enforce           register the page cache sharing policy (kernel/patches): opens of\n"
+	"                      a clone read through its set's donor; SIGUSR1 switches sharing\n"
+	"                      off, SIGUSR2 on; SIGINT/SIGTERM unregister it and stop\n"
+	"  --trust-uid USER    share only for openers with this fs uid (up to 16)\n"
+	"  --trust-cgroup DIR  share only for openers in this cgroup v2 subtree (up to 16)\n"
+	"  --stale-after SECS  the policy stops proposing when the daemon has not beaten for\n"
+	"                      this long, e.g. killed (default 3)\n"
+	"  --max-files N       capacity of the policy's map (default 262144)\n"
+	"  --off               start with sharing switched off\n"
+	"  -n COUNT            stop after COUNT reports (default: until SIGINT or SIGTERM)\n"
+	"  --min-size BYTES    only files at least this large (default 1)\n"
+	"  --json              one JSON object per report (JSON Lines)\n"
+	"  -x                  stay on the filesystem of each PATH\n";
+
+static bool opt_uid(const char *arg, struct policy_settings *p)
+{
+	struct passwd *pw = getpwnam(arg);
+	uint64_t uid;
+
+	if (p->nuids == PCS_MAX_UIDS) {
+		msg("daemon: at most %d --trust-uid", PCS_MAX_UIDS);
+		return false;
+	}
+	if (pw) {
+		p->uids[p->nuids++] = pw->pw_uid;
+		return true;
+	}
+	if (!opt_count("daemon", "--trust-uid", arg, &uid))
+		return false;
+	if (uid > UINT32_MAX - 1) {
+		msg("daemon: --trust-uid %s: not a uid", arg);
+		return false;
+	}
+	p->uids[p->nuids++] = (uint32_t)uid;
+	return true;
+}
+
+static bool opt_cgroup(const char *arg, struct daemon_opts *o)
+{
+	struct policy_settings *p = &o->policy;
+	uint64_t id;
+	uint32_t level;
+	int err;
+
+	if (p->ncgroups == PCS_MAX_CGROUPS) {
+		msg("daemon: at most %d --trust-cgroup", PCS_MAX_CGROUPS);
+		return false;
+	}
+	err = cgroup2_subtree(arg, &id, &level);
+	if (err) {
+		msg("daemon: --trust-cgroup %s: %s", arg,
+		    err == -EXDEV ? "not in a mounted cgroup v2 hierarchy" : strerror(-err));
+		return false;
+	}
+	p->cgroups[p->ncgroups] = (struct pcs_cgroup){ .id = id, .level = level };
+	o->trust_cgroups[p->ncgroups++] = arg;
+	return true;
+}
 
 static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 {
+	enum { OPT_ENFORCE = 256, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "min-size", required_argument, NULL, 'm' },
+		{ "enforce", no_argument, NULL, OPT_ENFORCE },
+		{ "trust-uid", required_argument, NULL, OPT_UID },
+		{ "trust-cgroup", required_argument, NULL, OPT_CGROUP },
+		{ "stale-after", required_argument, NULL, OPT_STALE },
+		{ "max-files", required_argument, NULL, OPT_MAXFILES },
+		{ "off", no_argument, NULL, OPT_OFF },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	bool policy_opt = false;
+	uint64_t max_files;
 	int c;
 
-	*o = (struct daemon_opts){ .interval = 10, .min_size = 1 };
+	*o = (struct daemon_opts){ .interval = 10, .min_size = 1,
+				   .policy = { .stale_after = 3, .max_files = 1u << 18 } };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":d:n:xh", longopts, NULL)) != -1) {
+		policy_opt |= c >= OPT_UID;
 		switch (c) {
 		case 'd':
 			if (!opt_seconds("daemon", "-d", optarg, 0.1, 86400, &o->interval))
@@ -79,12 +154,43 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 		case 'x':
 			o->scan.one_fs = true;
 			break;
+		case OPT_ENFORCE:
+			o->enforce = true;
+			break;
+		case OPT_UID:
+			if (!opt_uid(optarg, &o->policy))
+				return EXIT_USAGE;
+			break;
+		case OPT_CGROUP:
+			if (!opt_cgroup(optarg, o))
+				return EXIT_USAGE;
+			break;
+		case OPT_STALE:
+			if (!opt_seconds("daemon", "--stale-after", optarg, 0.1, 3600, &o->policy.stale_after))
+				return EXIT_USAGE;
+			break;
+		case OPT_MAXFILES:
+			if (!opt_count("daemon", "--max-files", optarg, &max_files))
+				return EXIT_USAGE;
+			if (!max_files || max_files > (1u << 24)) {
+				msg("daemon: --max-files %s: between 1 and %u", optarg, 1u << 24);
+				return EXIT_USAGE;
+			}
+			o->policy.max_files = (uint32_t)max_files;
+			break;
+		case OPT_OFF:
+			o->policy.start_off = true;
+			break;
 		case 'h':
 			fputs(usage, stdout);
 			exit(EXIT_OK);
 		default:
 			return usage_bad_option("daemon", c, argv);
 		}
+	}
+	if (policy_opt && !o->enforce) {
+		msg("daemon: --trust-uid, --trust-cgroup, --stale-after, --max-files and --off go with --enforce");
+		return EXIT_USAGE;
 	}
 	if (optind >= argc)
 		return usage_no_path("daemon");
@@ -101,10 +207,37 @@ static bool kernel_has_pcshare(void)
 	return has;
 }
 
-static void print_text(const struct scan *s, const struct clone_sets *cs)
+/* What the enforcing policy did (absent in advisory mode). */
+struct enforcement {
+	bool on;
+	struct policy_map_state map;
+	uint32_t capacity;
+	struct pcs_counts policy;
+	struct pcshare_vmstat kernel;
+};
+
+static void print_text(const struct scan *s, const struct clone_sets *cs, const struct enforcement *e)
 {
-	printf("dupcache daemon (advisory): %zu clone sets, %llu files; one page cache each would save %s\n",
-	       cs->nsets, (unsigned long long)cs->files, HB(cs->saving_bytes));
+	if (e) {
+		printf("dupcache daemon (enforcing, sharing %s): %zu clone sets, %llu files in the policy map;"
+		       " one page cache each would save %s\n",
+		       e->on ? "on" : "off", cs->nsets, (unsigned long long)e->map.files,
+		       HB(cs->saving_bytes));
+		printf("  policy: %llu opens asked, %llu donors proposed, %llu outside the trust domain,"
+		       " %llu while stale, %llu while off, %llu by dupcache\n",
+		       (unsigned long long)e->policy.asked, (unsigned long long)e->policy.proposed,
+		       (unsigned long long)e->policy.outside_domain, (unsigned long long)e->policy.stale,
+		       (unsigned long long)e->policy.disabled, (unsigned long long)e->policy.own_open);
+		printf("  kernel: %llu shares granted, %llu refused by the kernel's check, %llu released\n",
+		       (unsigned long long)e->kernel.granted, (unsigned long long)e->kernel.kernel_refused,
+		       (unsigned long long)e->kernel.released);
+		if (e->map.left_out)
+			printf("  %llu files left out: the policy map is full (--max-files %u)\n",
+			       (unsigned long long)e->map.left_out, e->capacity);
+	} else {
+		printf("dupcache daemon (advisory): %zu clone sets, %llu files; one page cache each would save %s\n",
+		       cs->nsets, (unsigned long long)cs->files, HB(cs->saving_bytes));
+	}
 	if (cs->nsets)
 		printf("  %5s %10s %10s %10s  %s\n", "FILES", "SIZE", "CACHED", "SAVING", "DONOR");
 	for (size_t i = 0; i < cs->nsets; i++) {
@@ -116,17 +249,47 @@ static void print_text(const struct scan *s, const struct clone_sets *cs)
 	fflush(stdout);
 }
 
-static void print_json(const struct scan *s, const struct clone_sets *cs, bool kernel_support)
+static json_object *json_enforcement(const struct enforcement *e)
+{
+	json_object *o = json_object_new_object(), *map = json_object_new_object();
+	json_object *pol = json_object_new_object(), *k = json_object_new_object();
+
+	json_object_object_add(o, "sharing", json_object_new_boolean(e->on));
+	json_add_u64(map, "files", e->map.files);
+	json_add_u64(map, "sets", e->map.sets);
+	json_add_u64(map, "left_out", e->map.left_out);
+	json_add_u64(map, "capacity", e->capacity);
+	json_object_object_add(o, "policy_map", map);
+	json_add_u64(pol, "asked", e->policy.asked);
+	json_add_u64(pol, "proposed", e->policy.proposed);
+	json_add_u64(pol, "not_a_clone", e->policy.not_a_clone);
+	json_add_u64(pol, "outside_domain", e->policy.outside_domain);
+	json_add_u64(pol, "stale", e->policy.stale);
+	json_add_u64(pol, "off", e->policy.disabled);
+	json_add_u64(pol, "own_open", e->policy.own_open);
+	json_object_object_add(o, "policy", pol);
+	json_add_u64(k, "granted", e->kernel.granted);
+	json_add_u64(k, "policy_refused", e->kernel.policy_refused);
+	json_add_u64(k, "kernel_refused", e->kernel.kernel_refused);
+	json_add_u64(k, "released", e->kernel.released);
+	json_object_object_add(o, "kernel", k);
+	return o;
+}
+
+static void print_json(const struct scan *s, const struct clone_sets *cs, bool kernel_support,
+		       const struct enforcement *e)
 {
 	json_object *root = json_object_new_object(), *sets = json_object_new_array();
 	json_object *totals = json_object_new_object();
 
-	json_object_object_add(root, "mode", json_object_new_string("advisory"));
+	json_object_object_add(root, "mode", json_object_new_string(e ? "enforce" : "advisory"));
 	json_object_object_add(root, "kernel_support", json_object_new_boolean(kernel_support));
 	json_add_u64(totals, "sets", cs->nsets);
 	json_add_u64(totals, "files", cs->files);
 	json_add_u64(totals, "saving_bytes", cs->saving_bytes);
 	json_object_object_add(root, "totals", totals);
+	if (e)
+		json_object_object_add(root, "enforcement", json_enforcement(e));
 	for (size_t i = 0; i < cs->nsets; i++) {
 		const struct clone_set *set = &cs->sets[i];
 		json_object *js = json_object_new_object(), *members = json_object_new_array();
@@ -149,9 +312,62 @@ static void print_json(const struct scan *s, const struct clone_sets *cs, bool k
 	json_object_put(root);
 }
 
+/*
+ * The heartbeat, on its own thread so that a long scan never lets the
+ * policy go stale; a killed or stopped daemon stops it.
+ */
+struct beat {
+	struct policy *policy;
+	double period;
+	pthread_t thread;
+	volatile bool done;
+};
+
+static void *beat_loop(void *arg)
+{
+	struct beat *b = arg;
+	struct timespec t = { (time_t)b->period, (long)((b->period - (time_t)b->period) * 1e9) };
+
+	while (!b->done) {
+		policy_beat(b->policy);
+		nanosleep(&t, NULL);
+	}
+	return NULL;
+}
+
+static void describe_domain(const struct daemon_opts *o)
+{
+	char buf[1024] = "";
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < o->policy.nuids && n < sizeof(buf); i++)
+		n += snprintf(buf + n, sizeof(buf) - n, "%suid %u", n ? ", " : "", o->policy.uids[i]);
+	for (uint32_t i = 0; i < o->policy.ncgroups && n < sizeof(buf); i++)
+		n += snprintf(buf + n, sizeof(buf) - n, "%scgroup %s", n ? ", " : "", o->trust_cgroups[i]);
+	msg("enforcing: sharing %s; trust domain: %s; no new shares %.1f s after the daemon stops beating",
+	    o->policy.start_off ? "off (SIGUSR2 switches it on)" : "on",
+	    n ? buf : "every opener (no --trust-uid or --trust-cgroup)", o->policy.stale_after);
+}
+
+/* Sleep the interval; a switch signal is applied at once, a stop ends it. */
+static void wait_interval(double interval, struct policy *pol)
+{
+	struct timespec t = { (time_t)interval, (long)((interval - (time_t)interval) * 1e9) };
+
+	while (!stopping && nanosleep(&t, &t) && errno == EINTR) {
+		if (switch_to && pol) {
+			policy_switch(pol, switch_to == 2);
+			msg("sharing switched %s", switch_to == 2 ? "on" : "off");
+		}
+		switch_to = 0;
+	}
+}
+
 int cmd_daemon(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
+	struct policy *pol = NULL;
+	struct beat beat = { 0 };
 	struct daemon_opts o;
 	bool kernel_support, input_lost = false;
 	int ret = parse_opts(argc, argv, &o);
@@ -159,33 +375,73 @@ int cmd_daemon(int argc, char **argv)
 	if (ret)
 		return ret;
 	kernel_support = kernel_has_pcshare();
-	msg(kernel_support ? "the kernel has pcshare_ops, but this version only advises: advisory mode"
-			   : "the kernel has no pcshare_ops struct_ops type (kernel/patches): advisory mode");
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	if (o.enforce) {
+		bool replaced;
+		sigset_t all, old;
+
+		ret = policy_probe();
+		if (!ret)
+			ret = policy_start(&pol, &o.policy, &replaced);
+		if (ret)
+			return ret;
+		if (replaced)
+			msg("removed the policy registration of a dupcache daemon that did not stop cleanly");
+		describe_domain(&o);
+		beat.policy = pol;
+		beat.period = o.policy.stale_after / 4 < 1 ? o.policy.stale_after / 4 : 1;
+		/* Signals are the main thread's. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		if (pthread_create(&beat.thread, NULL, beat_loop, &beat)) {
+			msg("cannot start the heartbeat thread");
+			policy_stop(pol);
+			return EXIT_FAIL;
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	} else {
+		msg(kernel_support ? "the kernel has pcshare_ops; without --enforce this only advises: advisory mode"
+				   : "the kernel has no pcshare_ops struct_ops type (kernel/patches): advisory mode");
+	}
 	for (uint64_t n = 0; !stopping && (!o.reports || n < o.reports); n++) {
+		struct enforcement e = { 0 };
 		struct clone_sets cs;
 		struct scan s;
 
-		if (n) {
-			struct timespec t = { (time_t)o.interval,
-					      (long)((o.interval - (time_t)o.interval) * 1e9) };
-
-			/* A signal cuts the sleep short and ends the loop. */
-			if (nanosleep(&t, NULL) && stopping)
-				break;
-		}
+		if (n)
+			wait_interval(o.interval, pol);
+		if (stopping)
+			break;
 		scan_paths(argv + optind, argc - optind, &o.scan, &s);
 		/* Bad input is said once; later rescans keep quiet about it. */
 		o.scan.quiet = true;
 		input_lost |= s.input_lost;
-		clone_sets_find(&s, o.min_size, &cs);
+		clone_sets_find(&s, o.min_size, pol ? policy_was_donor : NULL, pol, &cs);
+		if (pol) {
+			int err = policy_update(pol, &s, &cs, &e.map);
+
+			if (err)
+				msg("updating the policy map: %s", strerror(-err));
+			e.on = policy_is_on(pol);
+			e.capacity = o.policy.max_files;
+			policy_counts(pol, &e.policy);
+			pcshare_vmstat_read(&e.kernel);
+		}
 		if (o.json)
-			print_json(&s, &cs, kernel_support);
+			print_json(&s, &cs, kernel_support, pol ? &e : NULL);
 		else
-			print_text(&s, &cs);
+			print_text(&s, &cs, pol ? &e : NULL);
 		clone_sets_free(&cs);
 		scan_free(&s);
+	}
+	if (pol) {
+		beat.done = true;
+		pthread_join(beat.thread, NULL);
+		policy_stop(pol);
+		msg("policy unregistered");
 	}
 	return input_lost ? EXIT_PARTIAL : EXIT_OK;
 }

@@ -754,6 +754,41 @@ def d_advisory(fs, m):
           'totals %s' % j['totals'])
 
 
+def kernel_has_pcshare():
+    """The running kernel's BTF names the pcshare_ops type of kernel/patches."""
+    try:
+        with open('/sys/kernel/btf/vmlinux', 'rb') as f:
+            return b'\0pcshare_ops\0' in f.read()
+    except OSError:
+        return False
+
+
+@test('daemon_enforce_errors')
+def t_daemon_enforce_errors():
+    """--enforce's options are checked before anything is loaded; on a kernel
+    without pcshare_ops (this one: the VM tests run the patched one) it says
+    so in one line and exits 5, for root and for nobody alike."""
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        for args in (['--trust-uid', '0', m],
+                     ['--enforce', '--trust-uid', 'no-such-user-x', m],
+                     ['--enforce', '--trust-cgroup', '/etc', m],
+                     ['--enforce', '--trust-cgroup', '/no/such/dir', m],
+                     ['--enforce', '--max-files', '0', m],
+                     ['--enforce', '--stale-after', '0', m],
+                     ['--enforce']):
+            rc, out, err = run_tool(['daemon'] + args, timeout=20)
+            check(rc == 2 and not out, '%r exited %d, want 2; stderr=%r' % (args, rc, err))
+            check_errlines(err, rc, repr(args))
+        if kernel_has_pcshare():
+            raise Skip('this kernel has pcshare_ops: tests/vm/cases/pcshare.py enforces on it')
+        for user in (False, True):
+            rc, out, err = run_tool(['daemon', '--enforce', '-n', '1', m], timeout=20, user=user)
+            check(rc == 5 and not out and len(err.splitlines()) == 1 and 'pcshare_ops' in err,
+                  'user=%s: exit %d, stdout %r, stderr %r' % (user, rc, out, err))
+            check_errlines(err, rc, 'daemon --enforce')
+
+
 @test('bad_missing_path')
 def t_missing():
     with LoopFs('xfs') as m:

@@ -39,7 +39,7 @@ static void one_set_with_saving(void **state)
 	struct clone_sets cs;
 
 	(void)state;
-	clone_sets_find(&s, 1, &cs);
+	clone_sets_find(&s, 1, NULL, NULL, &cs);
 	assert_int_equal(cs.nsets, 1);
 	assert_int_equal(cs.files, 3);
 	assert_int_equal(cs.sets[0].nmembers, 3);
@@ -62,12 +62,45 @@ static void min_size_and_singletons(void **state)
 	struct clone_sets cs;
 
 	(void)state;
-	clone_sets_find(&s, 4 * P + 1, &cs);
+	clone_sets_find(&s, 4 * P + 1, NULL, NULL, &cs);
 	assert_int_equal(cs.nsets, 0);
 	clone_sets_free(&cs);
-	clone_sets_find(&s, 4 * P, &cs);
+	clone_sets_find(&s, 4 * P, NULL, NULL, &cs);
 	assert_int_equal(cs.nsets, 1);
 	assert_int_equal(cs.sets[0].saving_bytes, 4 * P);
+	clone_sets_free(&cs);
+}
+
+static bool is_c3(const struct scanned_file *f, void *ctx)
+{
+	(void)ctx;
+	return !strcmp(f->path, "/c3");
+}
+
+/* A donor that is one already stays; otherwise most cached, then lowest inode. */
+static void donor_choice(void **state)
+{
+	struct scanned_file files[] = {
+		file("/c1", 1, run_a, 1, NULL),
+		file("/c2", 1, run_a, 1, &res_all),
+		file("/c3", 1, run_a, 1, NULL),
+		file("/c4", 1, run_a, 1, NULL),
+	};
+	struct scan s = { .files = files, .nfiles = 4, .page_size = P };
+	struct clone_sets cs;
+
+	(void)state;
+	files[0].ino = 40, files[1].ino = 30, files[2].ino = 20, files[3].ino = 10;
+	clone_sets_find(&s, 1, is_c3, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/c3");
+	clone_sets_free(&cs);
+	clone_sets_find(&s, 1, NULL, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/c2");
+	clone_sets_free(&cs);
+	files[1].resident = NULL, files[1].resident_pages = 0;
+	clone_sets_find(&s, 1, NULL, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/c4");
+	assert_int_equal(cs.sets[0].nmembers, 4);
 	clone_sets_free(&cs);
 }
 
@@ -76,6 +109,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(one_set_with_saving),
 		cmocka_unit_test(min_size_and_singletons),
+		cmocka_unit_test(donor_choice),
 	};
 
 	return cmocka_run_group_tests_name("clones", tests, NULL, NULL);

@@ -2,8 +2,10 @@
 # PID 1 of the vmtest VM (kernel cmdline: init=<repo>/tests/vm/init.sh).
 #
 # The root is the host's / over 9p, read-only. This mounts the pseudo
-# filesystems and tmpfs on /tmp and /run (the only writable places), runs
-# tests/vm/guest.sh, then powers off. Never exits: PID 1 exiting panics.
+# filesystems and tmpfs on /tmp and /run (the only writable places), the
+# repo (its own 9p share) at its host path again, since a repo under /tmp
+# is covered by the tmpfs, runs tests/vm/guest.sh, then powers off. Never
+# exits: PID 1 exiting panics.
 #
 # Channels: ttyS0 = console (kernel log + everything printed here), captured
 # by the host as the serial log; ttyS1 = results, one line each:
@@ -43,6 +45,11 @@ hostname vmtest
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
 repo=$(arg dupcache.repo)
 tests=$(arg dupcache.tests)
+if [ -n "$repo" ]; then
+	mkdir -p "$repo" 2>/dev/null
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 dupcache_repo "$repo" ||
+		echo "vmtest-init: cannot mount the repo share at $repo"
+fi
 if [ -z "$repo" ] || [ ! -x "$repo/tests/vm/guest.sh" ]; then
 	echo "vmtest-init: no repo (dupcache.repo='$repo' on the kernel command line)"
 	echo "FAIL guest_setup" > $RES
