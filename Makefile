@@ -31,7 +31,7 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c src/metrics.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
 APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o $(OUT)/daemon.o
 

@@ -8,17 +8,21 @@
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <libgen.h>
 #include <pthread.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <bpf/btf.h>
 #include "cgroups.h"
 #include "clones.h"
 #include "commands.h"
+#include "metrics.h"
 #include "output.h"
 #include "policy.h"
 #include "scan.h"
@@ -31,6 +35,7 @@ struct daemon_opts {
 	uint64_t reports;      /* 0: until SIGINT/SIGTERM */
 	uint64_t min_size;
 	bool json;
+	const char *metrics;   /* Prometheus textfile, replaced per report */
 	bool enforce;
 	struct scan_opts scan;
 	struct policy_settings policy;
@@ -64,6 +69,8 @@ static const char usage[] =
 	"  -n COUNT            stop after COUNT reports (default: until SIGINT or SIGTERM)\n"
 	"  --min-size BYTES    only files at least this large (default 1)\n"
 	"  --json              one JSON object per report (JSON Lines)\n"
+	"  --metrics FILE      also write each report's figures to FILE (Prometheus text\n"
+	"                      format, replaced whole: node_exporter's textfile collector)\n"
 	"  -x                  stay on the filesystem of each PATH\n";
 
 static bool opt_uid(const char *arg, struct policy_settings *p)
@@ -111,12 +118,26 @@ static bool opt_cgroup(const char *arg, struct daemon_opts *o)
 	return true;
 }
 
+/* Its directory must take the file (and the temporary it is renamed from). */
+static bool metrics_writable(const char *path)
+{
+	char *copy = xstrdup(path);
+	const char *dir = dirname(copy);
+	bool ok = access(dir, W_OK) == 0;
+
+	if (!ok)
+		msg("daemon: --metrics %s: cannot write in %s: %s", path, dir, strerror(errno));
+	free(copy);
+	return ok;
+}
+
 static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 {
-	enum { OPT_ENFORCE = 256, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
+	enum { OPT_METRICS = 255, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "min-size", required_argument, NULL, 'm' },
+		{ "metrics", required_argument, NULL, OPT_METRICS },
 		{ "enforce", no_argument, NULL, OPT_ENFORCE },
 		{ "trust-uid", required_argument, NULL, OPT_UID },
 		{ "trust-cgroup", required_argument, NULL, OPT_CGROUP },
@@ -153,6 +174,11 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 			break;
 		case 'x':
 			o->scan.one_fs = true;
+			break;
+		case OPT_METRICS:
+			if (!metrics_writable(optarg))
+				return EXIT_USAGE;
+			o->metrics = optarg;
 			break;
 		case OPT_ENFORCE:
 			o->enforce = true;
@@ -312,6 +338,64 @@ static void print_json(const struct scan *s, const struct clone_sets *cs, bool k
 	json_object_put(root);
 }
 
+static void write_metrics(const char *path, const struct clone_sets *cs, const struct enforcement *e)
+{
+	static const char *const C = "counter", *const G = "gauge";
+	struct metrics m;
+
+	if (!metrics_begin(&m, path))
+		return;
+	metrics_add(&m, "dupcache_clone_sets", G, "Whole-file clone sets found by the last scan.", NULL,
+		    cs->nsets);
+	metrics_add(&m, "dupcache_clone_set_files", G, "Files in those sets.", NULL, cs->files);
+	metrics_add(&m, "dupcache_saving_bytes", G,
+		    "Page cache that one copy per set would save now (cached copies beyond the first).",
+		    NULL, cs->saving_bytes);
+	if (e) {
+		const struct { const char *label; uint64_t v; } answers[] = {
+			{ "answer=\"proposed\"", e->policy.proposed },
+			{ "answer=\"not_a_clone\"", e->policy.not_a_clone },
+			{ "answer=\"outside_domain\"", e->policy.outside_domain },
+			{ "answer=\"stale\"", e->policy.stale },
+			{ "answer=\"off\"", e->policy.disabled },
+			{ "answer=\"own_open\"", e->policy.own_open },
+		}, events[] = {
+			{ "event=\"granted\"", e->kernel.granted },
+			{ "event=\"policy_refused\"", e->kernel.policy_refused },
+			{ "event=\"kernel_refused\"", e->kernel.kernel_refused },
+			{ "event=\"released\"", e->kernel.released },
+		};
+
+		metrics_add(&m, "dupcache_sharing_on", G, "1 while the policy's switch is on.", NULL, e->on);
+		metrics_add(&m, "dupcache_policy_map_files", G, "Clones in the policy's donor map.", NULL,
+			    e->map.files);
+		metrics_add(&m, "dupcache_policy_map_left_out_files", G,
+			    "Clones left out of the donor map because it is full.", NULL, e->map.left_out);
+		for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++)
+			metrics_add(&m, "dupcache_policy_answers_total", C,
+				    "Opens the policy was asked about, by answer.", answers[i].label,
+				    answers[i].v);
+		for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+			metrics_add(&m, "dupcache_kernel_shares_total", C,
+				    "The kernel's page cache sharing counters (/proc/vmstat pcshare_*).",
+				    events[i].label, events[i].v);
+	}
+	metrics_commit(&m);
+}
+
+static struct timespec seconds_ts(double s)
+{
+	return (struct timespec){ (time_t)s, (long)((s - (time_t)s) * 1e9) };
+}
+
+static double now_seconds(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
 /*
  * The heartbeat, on its own thread so that a long scan never lets the
  * policy go stale; a killed or stopped daemon stops it.
@@ -326,7 +410,7 @@ struct beat {
 static void *beat_loop(void *arg)
 {
 	struct beat *b = arg;
-	struct timespec t = { (time_t)b->period, (long)((b->period - (time_t)b->period) * 1e9) };
+	struct timespec t = seconds_ts(b->period);
 
 	while (!b->done) {
 		policy_beat(b->policy);
@@ -349,12 +433,20 @@ static void describe_domain(const struct daemon_opts *o)
 	    n ? buf : "every opener (no --trust-uid or --trust-cgroup)", o->policy.stale_after);
 }
 
-/* Sleep the interval; a switch signal is applied at once, a stop ends it. */
-static void wait_interval(double interval, struct policy *pol)
+/*
+ * Sleep the interval with the daemon's signals unblocked (they are blocked
+ * everywhere else, so none is lost between a check and the sleep): a switch
+ * signal is applied at once, a stop ends the wait.
+ */
+static void wait_interval(double interval, struct policy *pol, const sigset_t *unblocked)
 {
-	struct timespec t = { (time_t)interval, (long)((interval - (time_t)interval) * 1e9) };
+	double end = now_seconds() + interval, left;
 
-	while (!stopping && nanosleep(&t, &t) && errno == EINTR) {
+	while (!stopping && (left = end - now_seconds()) > 0) {
+		struct timespec t = seconds_ts(left);
+
+		if (ppoll(NULL, 0, &t, unblocked) >= 0)
+			break;
 		if (switch_to && pol) {
 			policy_switch(pol, switch_to == 2);
 			msg("sharing switched %s", switch_to == 2 ? "on" : "off");
@@ -365,7 +457,9 @@ static void wait_interval(double interval, struct policy *pol)
 
 int cmd_daemon(int argc, char **argv)
 {
+	static const int daemon_signals[] = { SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
 	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t handled, unblocked;
 	struct policy *pol = NULL;
 	struct beat beat = { 0 };
 	struct daemon_opts o;
@@ -375,10 +469,12 @@ int cmd_daemon(int argc, char **argv)
 	if (ret)
 		return ret;
 	kernel_support = kernel_has_pcshare();
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGUSR1, &sa, NULL);
-	sigaction(SIGUSR2, &sa, NULL);
+	sigemptyset(&handled);
+	for (size_t i = 0; i < sizeof(daemon_signals) / sizeof(daemon_signals[0]); i++) {
+		sigaction(daemon_signals[i], &sa, NULL);
+		sigaddset(&handled, daemon_signals[i]);
+	}
+	sigprocmask(SIG_BLOCK, &handled, &unblocked);
 	if (o.enforce) {
 		bool replaced;
 		sigset_t all, old;
@@ -412,7 +508,7 @@ int cmd_daemon(int argc, char **argv)
 		struct scan s;
 
 		if (n)
-			wait_interval(o.interval, pol);
+			wait_interval(o.interval, pol, &unblocked);
 		if (stopping)
 			break;
 		scan_paths(argv + optind, argc - optind, &o.scan, &s);
@@ -434,6 +530,8 @@ int cmd_daemon(int argc, char **argv)
 			print_json(&s, &cs, kernel_support, pol ? &e : NULL);
 		else
 			print_text(&s, &cs, pol ? &e : NULL);
+		if (o.metrics)
+			write_metrics(o.metrics, &cs, pol ? &e : NULL);
 		clone_sets_free(&cs);
 		scan_free(&s);
 	}

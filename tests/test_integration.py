@@ -734,7 +734,14 @@ def d_advisory(fs, m):
     read_range(c, 0, 2 * MiB, exact=True)
     read_range(e)
     read_range(f)
-    rc, out, err = run_tool(['daemon', '--json', '-n', '1', m])
+    prom = m + '.prom'
+    try:
+        rc, out, err = run_tool(['daemon', '--json', '-n', '1', '--metrics', prom, m])
+        with open(prom) as fh:
+            metrics = parse_prometheus(fh.read())
+    finally:
+        if os.path.exists(prom):
+            os.unlink(prom)
     check(rc == 0, 'daemon exited %d: %r' % (rc, err))
     check('advisory mode' in err, 'stderr %r' % err)
     j = json.loads(out)
@@ -752,6 +759,24 @@ def d_advisory(fs, m):
     check(got['size'] == 8 * MiB, 'size %s' % got['size'])
     check(j['totals'] == {'sets': 1, 'files': 4, 'saving_bytes': want_saving},
           'totals %s' % j['totals'])
+    check(metrics == {'dupcache_clone_sets': 1, 'dupcache_clone_set_files': 4,
+                      'dupcache_saving_bytes': want_saving}, 'metrics %s' % metrics)
+
+
+def parse_prometheus(text):
+    """{'name{labels}': value} of a Prometheus text file; HELP and TYPE
+    must come once per family, before its samples."""
+    samples, typed = {}, set()
+    for line in text.splitlines():
+        if line.startswith('# TYPE '):
+            fam = line.split()[2]
+            check(fam not in typed, 'TYPE %s twice' % fam)
+            typed.add(fam)
+        elif line and not line.startswith('#'):
+            key, value = line.rsplit(' ', 1)
+            check(key.split('{')[0] in typed, 'sample before its TYPE: %r' % line)
+            samples[key] = int(value)
+    return samples
 
 
 def kernel_has_pcshare():
@@ -776,6 +801,7 @@ def t_daemon_enforce_errors():
                      ['--enforce', '--trust-cgroup', '/no/such/dir', m],
                      ['--enforce', '--max-files', '0', m],
                      ['--enforce', '--stale-after', '0', m],
+                     ['--metrics', '/no/such/dir/m.prom', m],
                      ['--enforce']):
             rc, out, err = run_tool(['daemon'] + args, timeout=20)
             check(rc == 2 and not out, '%r exited %d, want 2; stderr=%r' % (args, rc, err))

@@ -9,8 +9,9 @@ $VMTEST_RESULTS as PASS/FAIL pcshare.NAME; the oracles are /proc/meminfo
 file's bytes as written, and the BPF object ids the kernel lists.
 
   without_policy  reading a b c d caches 4 copies; report: dup = 3 copies
-  one_copy        with the daemon: growth <= 1.05 x one copy, 3 shares, every
-                  checksum its own file's, report: dup 0, b c d cache nothing
+  one_copy        with the daemon, after drop_caches (inodes too), clones read
+                  before their donor: growth <= 1.05 x one copy, 3 shares, every
+                  checksum its own file's, report: dup 0, the clones cache nothing
   kernel_refused  e changed after the daemon's scan: the policy still proposes
                   a, the kernel refuses (pcshare_kernel_refused +1), e's bytes
   etxtbsy         writes to a shared clone and its donor fail while shared,
@@ -24,6 +25,7 @@ file's bytes as written, and the BPF object ids the kernel lists.
                   policy counts exactly those 2 outside the domain
   clean_stop      SIGTERM: exit 0; the kernel lists no BPF program, map or
                   struct_ops of ours afterwards
+  metrics         --metrics FILE holds the last report's figures
 """
 import hashlib
 import json
@@ -151,7 +153,7 @@ class Daemon:
             raise RuntimeError('no report from the daemon; stderr: %s' % ''.join(self.err))
         return json.loads(self.lines[after])
 
-    def signal(self, sig):
+    def send(self, sig):
         self.p.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
@@ -234,15 +236,16 @@ def main():
           donor_of['b'] in 'abcde' and donor_of['w'] in ('w', 'w2'), '%s %s' % (m, donor_of))
     donor = donor_of['a']
     members = [n for n in 'abcd' if n != donor]
-    d.signal(signal.SIGUSR1)          # check the off switch first, on a cold cache
+    d.send(signal.SIGUSR1)          # check the off switch first, on a cold cache
     time.sleep(0.5)
     drop_caches()
     check('switch_off', shares_during(lambda: md5(members[0])) == 0, 'shared while off')
-    d.signal(signal.SIGUSR2)
+    d.send(signal.SIGUSR2)
     time.sleep(0.5)
     drop_caches()
     c0 = cached_kib()
-    granted = shares_during(lambda: sums.update(read_files('abcd')))
+    # Clones first: the donor's inode was dropped too, the kernel reads it in.
+    granted = shares_during(lambda: sums.update(read_files(members + [donor])))
     growth = cached_kib() - c0
     log('Cached: grew %d KiB reading a b c d with the policy (one copy: %d KiB)' % (growth, ONE_COPY_KIB))
     check('one_copy', growth <= ONE_COPY_KIB * 1.05, 'Cached: +%d KiB' % growth)
@@ -316,7 +319,8 @@ def main():
 
     # 4. Restart: the stale registration is replaced; trust domain on the way.
     os.makedirs(CG + '/sub', exist_ok=True)
-    d = Daemon('-d', '1', '--trust-uid', '0', '--trust-cgroup', CG)
+    prom = WORK + '/dupcache.prom'
+    d = Daemon('-d', '1', '--trust-uid', '0', '--trust-cgroup', CG, '--metrics', prom)
     r0 = d.wait_report()
     end = time.time() + 10   # the replaced registration is freed asynchronously
     while time.time() < end and registered() != ['dupcache_share']:
@@ -358,6 +362,28 @@ def main():
     check('clean_stop', rc == 0 and left == (set(), set(), []) and
           any('policy unregistered' in e for e in d.err),
           'exit %s, left progs/maps/struct_ops %s' % (rc, left))
+
+    # The metrics file holds the last report's figures.
+    last = json.loads(d.lines[-1])
+    e = last['enforcement']
+    want = {'dupcache_clone_sets': last['totals']['sets'],
+            'dupcache_clone_set_files': last['totals']['files'],
+            'dupcache_saving_bytes': last['totals']['saving_bytes'],
+            'dupcache_sharing_on': 1,
+            'dupcache_policy_map_files': e['policy_map']['files'],
+            'dupcache_policy_map_left_out_files': e['policy_map']['left_out']}
+    for k in ('proposed', 'not_a_clone', 'outside_domain', 'stale', 'off', 'own_open'):
+        want['dupcache_policy_answers_total{answer="%s"}' % k] = e['policy'][k]
+    for k in ('granted', 'policy_refused', 'kernel_refused', 'released'):
+        want['dupcache_kernel_shares_total{event="%s"}' % k] = e['kernel'][k]
+    with open(prom) as f:
+        got = {}
+        for line in f:
+            if not line.startswith('#'):
+                key, value = line.rsplit(' ', 1)
+                got[key] = int(value)
+    check('metrics', got == want and e['kernel']['granted'] == vmstat('pcshare_granted'),
+          'metrics %s, want %s' % (got, want))
 
 
 try:
