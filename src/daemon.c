@@ -151,7 +151,14 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 	uint64_t max_files;
 	int c;
 
-	*o = (struct daemon_opts){ .interval = 10, .min_size = 1,
+	/*
+	 * No FIEMAP_FLAG_SYNC: forcing writeback of the trees every interval
+	 * would stall writers.  A file with dirty data is left out (delayed
+	 * allocations have no blocks) or, with a copy-on-write pending, looks
+	 * like a clone until written back: the kernel writes it back and
+	 * compares blocks before it shares, so it refuses that one.
+	 */
+	*o = (struct daemon_opts){ .interval = 10, .min_size = 1, .scan.no_sync = true,
 				   .policy = { .stale_after = 3, .max_files = 1u << 18 } };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":d:n:xh", longopts, NULL)) != -1) {

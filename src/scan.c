@@ -199,7 +199,7 @@ static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, un
 }
 
 /* 0, -EOPNOTSUPP when the filesystem has no FIEMAP, or another -errno. */
-static int read_extents(struct scanned_file *f, int fd, unsigned P)
+static int read_extents(struct scanned_file *f, int fd, unsigned P, bool sync)
 {
 	struct {
 		struct fiemap fm;
@@ -213,7 +213,7 @@ static int read_extents(struct scanned_file *f, int fd, unsigned P)
 		buf->fm.fm_start = start;
 		buf->fm.fm_length = FIEMAP_MAX_OFFSET - start;
 		/* Flush dirty data once, so delayed allocations have blocks. */
-		buf->fm.fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+		buf->fm.fm_flags = first && sync ? FIEMAP_FLAG_SYNC : 0;
 		buf->fm.fm_extent_count = FIEMAP_BATCH;
 		if (ioctl(fd, FS_IOC_FIEMAP, &buf->fm) < 0) {
 			ret = (errno == EOPNOTSUPP || errno == ENOTTY) ? -EOPNOTSUPP : -errno;
@@ -385,7 +385,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		f = (struct scanned_file){ .st_dev = before.st_dev, .ino = before.st_ino,
 					   .size = before.st_size, .ctime = before.st_ctim,
 					   .npages = (before.st_size + P - 1) / P };
-		ret = read_extents(&f, fd, P);
+		ret = read_extents(&f, fd, P, !o->no_sync);
 		if (ret == -EOPNOTSUPP) {
 			f.no_fiemap = true;
 			ret = 0;

@@ -41,6 +41,7 @@ struct scan_skips {
 struct scan_opts {
 	bool one_fs;          /* -x: do not cross filesystems below a path */
 	bool quiet;           /* no per-file messages */
+	bool no_sync;         /* leave dirty data alone: its extents may be pending */
 };
 
 struct scan {

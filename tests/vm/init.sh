@@ -45,6 +45,7 @@ hostname vmtest
 arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^$1=//p" | tail -1; }
 repo=$(arg dupcache.repo)
 tests=$(arg dupcache.tests)
+export VMTEST_BIN=$repo/$(arg dupcache.bin)
 if [ -n "$repo" ]; then
 	mkdir -p "$repo" 2>/dev/null
 	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 dupcache_repo "$repo" ||

@@ -9,6 +9,8 @@
 #      VMTEST_OUT      where logs go (default /var/cache/dupcache/vmtest)
 #      VMTEST_KERNEL   a bzImage to boot instead of building one
 #      VMTEST_VERBOSE=1  also stream the serial console to stdout
+#      VMTEST_BIN      the dupcache binary the cases run, relative to the repo
+#                      (default dupcache; e.g. build/asan/dupcache after make asan)
 #
 # Output: one "PASS name" / "FAIL name" line per check, then
 #   vmtest: N passed, N failed
@@ -31,7 +33,8 @@ case $repo in
 	/proc/*|/sys/*|/dev/*) die "the repo ($repo) must not be under /proc, /sys or /dev" ;;
 esac
 [ "$(id -u)" = 0 ] || die "run as root (qemu reads / through 9p as the caller)"
-[ -x "$repo/dupcache" ] || die "$repo/dupcache missing: run make first"
+bin=${VMTEST_BIN:-dupcache}
+[ -x "$repo/$bin" ] || die "$repo/$bin missing: run make first"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 mkdir -p "$OUT" || die "cannot create $OUT"
 rm -f "$SERIAL" "$RESULTS" "$OUT/bpf-debug.log"
@@ -50,7 +53,7 @@ echo "vmtest: kernel $kernel (ready in $(elapsed "$t0" "$(date +%s.%N)")s)"
 tests=$(IFS=,; echo "${*:-}")
 cmdline="root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144"
 cmdline+=" ro console=ttyS0 printk.time=1 panic=-1 init=$repo/tests/vm/init.sh"
-cmdline+=" dupcache.repo=$repo${tests:+ dupcache.tests=$tests}"
+cmdline+=" dupcache.repo=$repo dupcache.bin=$bin${tests:+ dupcache.tests=$tests}"
 
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot
 	-monitor none

@@ -23,7 +23,7 @@ import time
 
 REPO = os.environ.get('VMTEST_REPO', '/work/main')
 RESULTS = os.environ.get('VMTEST_RESULTS', '/dev/stdout')
-BIN = os.path.join(REPO, 'dupcache')
+BIN = os.environ.get('VMTEST_BIN') or os.path.join(REPO, 'dupcache')
 ORACLE = os.path.join(REPO, 'tests', 'oracle.py')
 PY = '/usr/bin/python3'
 MiB = 1 << 20

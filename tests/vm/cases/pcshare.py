@@ -39,7 +39,7 @@ import time
 
 REPO = os.environ.get('VMTEST_REPO', '/work/main')
 RESULTS = os.environ.get('VMTEST_RESULTS', '/dev/stdout')
-BIN = os.path.join(REPO, 'dupcache')
+BIN = os.environ.get('VMTEST_BIN') or os.path.join(REPO, 'dupcache')
 MiB = 1 << 20
 SIZE = 64 * MiB
 ONE_COPY_KIB = SIZE // 1024
