@@ -291,9 +291,17 @@ int policy_update(struct policy *p, const struct scan *s, const struct clone_set
 		if (i < p->nentries && !cmp_key(&p->entries[i].member, &want[j].member) &&
 		    p->entries[i].donor_ino == want[j].donor_ino)
 			continue;
-		if (bpf_map_update_elem(fd, &want[j].member, &want[j].donor_ino, BPF_ANY))
+		if (bpf_map_update_elem(fd, &want[j].member, &want[j].donor_ino, BPF_ANY)) {
 			err = -errno;
+			want[j].donor_ino = 0; /* not in the map: tried again next time */
+		}
 	}
+	/* Remember what the map holds. */
+	for (i = 0, j = 0; j < nwant; j++)
+		if (want[j].donor_ino)
+			want[i++] = want[j];
+	nwant = i;
+	st->files = nwant;
 	free(p->entries);
 	p->entries = want;
 	p->nentries = nwant;

@@ -25,6 +25,7 @@ file's bytes as written, and the BPF object ids the kernel lists.
                   policy counts exactly those 2 outside the domain
   clean_stop      SIGTERM: exit 0; the kernel lists no BPF program, map or
                   struct_ops of ours afterwards
+  map_full        --max-files too small for a set: left out and counted
   metrics         --metrics FILE holds the last report's figures
 """
 import hashlib
@@ -155,6 +156,12 @@ class Daemon:
 
     def send(self, sig):
         self.p.send_signal(sig)
+
+    def stop_when_done(self, timeout=60):
+        try:
+            return self.p.wait(timeout)
+        finally:
+            time.sleep(0.2)   # the readers' last lines
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         if self.p.poll() is None:
@@ -384,6 +391,13 @@ def main():
                 got[key] = int(value)
     check('metrics', got == want and e['kernel']['granted'] == vmstat('pcshare_granted'),
           'metrics %s, want %s' % (got, want))
+
+    # A full map: whole sets that do not fit are left out, and said so.
+    d = Daemon('-n', '1', '--max-files', '2')
+    rc = d.stop_when_done()
+    full = json.loads(d.lines[0])['enforcement']['policy_map'] if d.lines else {}
+    check('map_full', rc == 0 and full.get('files') == 0 and full.get('left_out') == 3 and
+          registered() == [], 'exit %s, policy_map %s, registered %s' % (rc, full, registered()))
 
 
 try:
