@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <bpf/btf.h>
 #include "cgroups.h"
 #include "clones.h"
 #include "commands.h"
@@ -228,16 +227,6 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 	if (optind >= argc)
 		return usage_no_path("daemon");
 	return EXIT_OK;
-}
-
-/* Does the running kernel have our page cache sharing struct_ops type? */
-static bool kernel_has_pcshare(void)
-{
-	struct btf *btf = btf__load_vmlinux_btf();
-	bool has = btf && btf__find_by_name_kind(btf, "pcshare_ops", BTF_KIND_STRUCT) >= 0;
-
-	btf__free(btf);
-	return has;
 }
 
 /* What the enforcing policy did (absent in advisory mode). */
@@ -475,7 +464,7 @@ int cmd_daemon(int argc, char **argv)
 
 	if (ret)
 		return ret;
-	kernel_support = kernel_has_pcshare();
+	kernel_support = policy_kernel_support();
 	sigemptyset(&handled);
 	for (size_t i = 0; i < sizeof(daemon_signals) / sizeof(daemon_signals[0]); i++) {
 		sigaction(daemon_signals[i], &sa, NULL);

@@ -65,18 +65,22 @@ static uint64_t monotonic_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-int policy_probe(void)
+bool policy_kernel_support(void)
 {
 	struct btf *btf = btf__load_vmlinux_btf();
-	bool has;
+	bool has = btf && btf__find_by_name_kind(btf, "pcshare_ops", BTF_KIND_STRUCT) >= 0;
 
-	if (!btf) {
+	btf__free(btf);
+	return has;
+}
+
+int policy_probe(void)
+{
+	if (access("/sys/kernel/btf/vmlinux", R_OK)) {
 		msg("the kernel has no BTF (/sys/kernel/btf/vmlinux): it cannot take a struct_ops policy");
 		return EXIT_NOKERNEL;
 	}
-	has = btf__find_by_name_kind(btf, "pcshare_ops", BTF_KIND_STRUCT) >= 0;
-	btf__free(btf);
-	if (!has) {
+	if (!policy_kernel_support()) {
 		msg("the kernel has no pcshare_ops struct_ops type (kernel/patches): it cannot share page cache");
 		return EXIT_NOKERNEL;
 	}

@@ -26,6 +26,8 @@ struct policy_settings {
 	bool start_off;
 };
 
+/* Does the running kernel's BTF have the pcshare_ops struct_ops type? */
+bool policy_kernel_support(void);
 /* After one line saying what is missing: EXIT_NOKERNEL, EXIT_NOPERM or EXIT_OK. */
 int policy_probe(void);
 /*
