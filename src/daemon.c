@@ -28,6 +28,8 @@
 #include "util.h"
 
 #define HB(x) human_bytes((x), (char[32]){ 0 }, 32)
+/* Sets listed per text report, most saving first. */
+#define TEXT_SETS 10
 
 struct daemon_opts {
 	double interval;
@@ -262,12 +264,14 @@ static void print_text(const struct scan *s, const struct clone_sets *cs, const 
 	}
 	if (cs->nsets)
 		printf("  %5s %10s %10s %10s  %s\n", "FILES", "SIZE", "CACHED", "SAVING", "DONOR");
-	for (size_t i = 0; i < cs->nsets; i++) {
+	for (size_t i = 0; i < cs->nsets && i < TEXT_SETS; i++) {
 		const struct clone_set *set = &cs->sets[i];
 
 		printf("  %5zu %10s %10s %10s  %s\n", set->nmembers, HB(set->size),
 		       HB(set->cached_bytes), HB(set->saving_bytes), s->files[set->members[0]].path);
 	}
+	if (cs->nsets > TEXT_SETS)
+		printf("  (%zu more sets, saving less; --json lists all)\n", cs->nsets - TEXT_SETS);
 	fflush(stdout);
 }
 

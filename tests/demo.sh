@@ -143,6 +143,9 @@ for FS in xfs btrfs; do
 	run "$BIN" report --json -n 5 "$MNT"/layers
 	echo
 	oracle_totals "$MNT"/layers
+	echo
+	echo "--- what one page cache per whole-file clone set would save (daemon, advisory mode) ---"
+	run "$BIN" daemon -n 1 "$MNT"/layers
 	if [ "$FS" = xfs ]; then
 		echo
 		echo "--- --watch 3 while ctr3/rootfs.img is read ---"
