@@ -14,7 +14,7 @@ file's bytes as written, and the BPF object ids the kernel lists.
                   checksum its own file's, report: dup 0, the clones cache nothing
   kernel_refused  e changed after the daemon's scan: the policy still proposes
                   a, the kernel refuses (pcshare_kernel_refused +1), e's bytes
-  etxtbsy         writes to a shared clone and its donor fail while shared,
+  etxtbsy         write opens and truncate(2) of a shared clone and its donor fail while shared,
                   succeed after close; mmap of a shared clone reads right
   switch          SIGUSR1: no new shares; SIGUSR2: shares again
   kill9           after kill -9 + --stale-after: no new shares; the
@@ -290,12 +290,14 @@ def main():
     try:
         errs = []
         for p in (clone_path, donor_path):
-            try:
-                os.close(os.open(p, os.O_WRONLY))
-                errs.append('opened %s for writing' % p)
-            except OSError as e:
-                if e.errno != 26:  # ETXTBSY
-                    errs.append('%s: %s' % (p, e))
+            for what, op in (('opened for writing', lambda: os.close(os.open(p, os.O_WRONLY))),
+                             ('truncated', lambda: os.truncate(p, SIZE))):
+                try:
+                    op()
+                    errs.append('%s %s' % (what, p))
+                except OSError as e:
+                    if e.errno != 26:  # ETXTBSY
+                        errs.append('%s: %s' % (p, e))
         check('etxtbsy', not errs, '; '.join(errs))
         with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as mm:
             check('mmap_read', hashlib.md5(mm).hexdigest() == want, 'wrong bytes through mmap')
