@@ -135,8 +135,10 @@ class Daemon:
         log('$', ' '.join(cmd))
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines, self.err = [], []
-        threading.Thread(target=self._read, args=(self.p.stdout, self.lines), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.p.stderr, self.err), daemon=True).start()
+        self.readers = [threading.Thread(target=self._read, args=(f, into), daemon=True)
+                        for f, into in ((self.p.stdout, self.lines), (self.p.stderr, self.err))]
+        for t in self.readers:
+            t.start()
         daemons.append(self)
 
     @staticmethod
@@ -157,20 +159,27 @@ class Daemon:
     def send(self, sig):
         self.p.send_signal(sig)
 
+    def wait_stderr(self, text, timeout=10):
+        end = time.time() + timeout
+        while time.time() < end and not any(text in e for e in self.err):
+            time.sleep(0.1)
+        return any(text in e for e in self.err)
+
     def stop_when_done(self, timeout=60):
-        try:
-            return self.p.wait(timeout)
-        finally:
-            time.sleep(0.2)   # the readers' last lines
+        return self.stop(None, timeout)
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.p.poll() is None:
+        """Signal it (sig None: wait for it to exit), wait, read all it said."""
+        if sig is not None and self.p.poll() is None:
             self.p.send_signal(sig)
         try:
-            return self.p.wait(timeout)
+            rc = self.p.wait(timeout)
         except subprocess.TimeoutExpired:
             self.p.kill()
-            return self.p.wait()
+            rc = self.p.wait()
+        for t in self.readers:
+            t.join(10)
+        return rc
 
 
 def shares_during(fn):
@@ -335,7 +344,7 @@ def main():
     end = time.time() + 10   # the replaced registration is freed asynchronously
     while time.time() < end and registered() != ['dupcache_share']:
         time.sleep(0.2)
-    check('restart', any('did not stop cleanly' in e for e in d.err) and
+    check('restart', d.wait_stderr('did not stop cleanly') and
           registered() == ['dupcache_share'],
           'stderr %r, registered %s' % (d.err, registered()))
     outside0 = r0['enforcement']['policy']['outside_domain']
