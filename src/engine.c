@@ -218,25 +218,6 @@ static void unload(struct engine *e)
 	e->nkeys = 0;
 }
 
-static int load_error(int err, const char *what)
-{
-	if ((err == -EPERM || err == -EACCES) && geteuid() != 0) {
-		msg("%s: permission denied: loading BPF needs root (or CAP_BPF and CAP_PERFMON)", what);
-		return EXIT_NOPERM;
-	}
-	if (err == -EACCES) {
-		/* As root, EACCES is the verifier's no. */
-		msg("%s: the kernel's verifier rejected it (DUPCACHE_DEBUG=1 shows its log)", what);
-		return EXIT_FAIL;
-	}
-	if (err == -EPERM) {
-		msg("%s: the kernel refused it even to root (lockdown?)", what);
-		return EXIT_NOKERNEL;
-	}
-	msg("%s: %s", what, strerror(-err));
-	return EXIT_FAIL;
-}
-
 static int load(struct engine *e, const struct capacity *want)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = kernel_btf_path());
@@ -252,7 +233,7 @@ static int load(struct engine *e, const struct capacity *want)
 
 	skel = dupcache_bpf__open_opts(&opts);
 	if (!skel)
-		return load_error(-errno, "opening the BPF engine");
+		return bpf_load_error(-errno, "opening the BPF engine");
 	bpf_map__set_max_entries(skel->maps.tracked, cap.files);
 	bpf_map__set_max_entries(skel->maps.files, cap.files);
 	bpf_map__set_max_entries(skel->maps.segments, cap.segs);
@@ -277,7 +258,7 @@ static int load(struct engine *e, const struct capacity *want)
 		err = dupcache_bpf__attach(skel);
 	if (err) {
 		dupcache_bpf__destroy(skel);
-		return load_error(err, "loading the BPF engine");
+		return bpf_load_error(err, "loading the BPF engine");
 	}
 	/* Attached but idle until the maps are filled. */
 	skel->bss->paused = 1;
@@ -293,7 +274,7 @@ static int load(struct engine *e, const struct capacity *want)
 	    !e->cgroup_stats) {
 		err = -errno;
 		unload(e);
-		return load_error(err, "mapping the engine's counters");
+		return bpf_load_error(err, "mapping the engine's counters");
 	}
 	return EXIT_OK;
 }
@@ -522,14 +503,14 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 		err = fill_maps(e, s, m);
 		e->skel->bss->paused = 0;
 		if (err)
-			err = load_error(err, "filling the engine's maps");
+			err = bpf_load_error(err, "filling the engine's maps");
 	}
 	if (!err) {
 		/* After attaching: a page added from now on is an event or resident. */
 		scan_residency(s);
 		err = seed(e, s, &memo);
 		if (err)
-			err = load_error(err, "seeding the engine");
+			err = bpf_load_error(err, "seeding the engine");
 	}
 	free(memo.files);
 	free(memo.slots);

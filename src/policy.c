@@ -151,20 +151,6 @@ static int remove_stale(void)
 	return removed;
 }
 
-static int load_error(int err, const char *what)
-{
-	if (err == -EACCES) {
-		msg("%s: the kernel's verifier rejected it (DUPCACHE_DEBUG=1 shows its log)", what);
-		return EXIT_FAIL;
-	}
-	if (err == -EPERM) {
-		msg("%s: the kernel refused it (lockdown, or not root)", what);
-		return geteuid() ? EXIT_NOPERM : EXIT_NOKERNEL;
-	}
-	msg("%s: %s", what, strerror(-err));
-	return EXIT_FAIL;
-}
-
 int policy_start(struct policy **out, const struct policy_settings *set, bool *replaced_stale)
 {
 	struct policy *p = xcalloc(1, sizeof(*p));
@@ -179,14 +165,14 @@ int policy_start(struct policy **out, const struct policy_settings *set, bool *r
 
 	p->skel = policy_bpf__open();
 	if (!p->skel) {
-		ret = load_error(-errno, "opening the policy");
+		ret = bpf_load_error(-errno, "opening the policy");
 		goto fail;
 	}
 	p->capacity = set->max_files;
 	bpf_map__set_max_entries(p->skel->maps.donors, p->capacity);
 	err = policy_bpf__load(p->skel);
 	if (err) {
-		ret = load_error(err, "loading the policy");
+		ret = bpf_load_error(err, "loading the policy");
 		goto fail;
 	}
 	cfg = &p->skel->bss->policy_config;
@@ -206,7 +192,7 @@ int policy_start(struct policy **out, const struct policy_settings *set, bool *r
 			msg("another pcshare_ops policy is registered (`bpftool struct_ops list` shows it): "
 			    "unregister it first");
 		else
-			ret = load_error(err, "registering the policy");
+			ret = bpf_load_error(err, "registering the policy");
 		goto fail;
 	}
 	*out = p;

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,4 +101,24 @@ char *xstrdup(const char *s)
 	char *p = strdup(s);
 
 	return p ? p : oom();
+}
+
+int bpf_load_error(int err, const char *what)
+{
+	if ((err == -EPERM || err == -EACCES) && geteuid() != 0) {
+		msg("%s: permission denied: loading BPF needs root (or CAP_BPF and CAP_PERFMON)", what);
+		return EXIT_NOPERM;
+	}
+	if (err == -EACCES || err == -EINVAL) {
+		/* As root: the verifier's no (EINVAL: e.g. a helper this kernel does not offer). */
+		msg("%s: the kernel rejected it: %s (DUPCACHE_DEBUG=1 shows libbpf's and the verifier's log)",
+		    what, strerror(-err));
+		return EXIT_FAIL;
+	}
+	if (err == -EPERM) {
+		msg("%s: the kernel refused it even to root (lockdown?)", what);
+		return EXIT_NOKERNEL;
+	}
+	msg("%s: %s", what, strerror(-err));
+	return EXIT_FAIL;
 }

@@ -34,6 +34,13 @@ bool opt_seconds(const char *cmd, const char *opt, const char *arg, double lo, d
 		 double *out);
 bool opt_count(const char *cmd, const char *opt, const char *arg, uint64_t *out);
 
+/*
+ * A failed BPF open/load/attach (a negative errno) as one line; returns the
+ * exit code: EXIT_NOPERM without privilege, EXIT_NOKERNEL when even root is
+ * refused (lockdown), else EXIT_FAIL.
+ */
+int bpf_load_error(int err, const char *what);
+
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
