@@ -26,6 +26,8 @@ file's bytes as written, and the BPF object ids the kernel lists.
   clean_stop      SIGTERM: exit 0; the kernel lists no BPF program, map or
                   struct_ops of ours afterwards
   map_full        --max-files too small for a set: left out and counted
+  map_follows_rescan  the kernel's donor map (bpftool) is every other member ->
+                  the donor, before and after a member stops being a clone
   metrics         --metrics FILE holds the last report's figures
 """
 import hashlib
@@ -114,6 +116,18 @@ def donors(daemon_report):
     """member name -> its set's donor name"""
     base = os.path.basename
     return {base(m): base(cs['donor']) for cs in daemon_report['clone_sets'] for m in cs['members']}
+
+
+def donor_map():
+    """The policy's donor map as the kernel holds it: {member ino: donor ino}."""
+    out = subprocess.run(['bpftool', '-j', 'map', 'dump', 'name', 'donors'], check=True,
+                         stdout=subprocess.PIPE)
+    got = {}
+    for e in json.loads(out.stdout):
+        key = bytes(int(x, 16) for x in e['key'])     # struct dc_inode_key: u64 ino, u32 dev, pad
+        value = bytes(int(x, 16) for x in e['value'])
+        got[int.from_bytes(key[:8], 'little')] = int.from_bytes(value[:8], 'little')
+    return got
 
 
 def bpf_ids(kind):
@@ -372,6 +386,26 @@ def main():
     check('trust_domain', (ins, out_cg, out_uid, outside) == (1, 0, 0, 2),
           'shares in/other cgroup/other uid %d/%d/%d, outside_domain +%d' % (ins, out_cg, out_uid, outside))
 
+    # The donor map follows the rescans: what the kernel's map holds, read
+    # back with bpftool, is every other member -> the donor.
+    def want_map(members, donor):
+        ino = lambda n: os.stat(os.path.join(MNT, n)).st_ino
+        return {ino(n): ino(donor) for n in members if n != donor}
+
+    members_now = [n for n in 'abcde' if n != victim]   # the set as the daemon sees it
+    before = donor_map()
+    with open(os.path.join(MNT, m1), 'ab') as f:   # m1 grows: no clone any more
+        f.write(b'!')
+    n = len(d.lines)
+    after_rep = d.wait_report(after=n + 1)            # a whole rescan after the write
+    after = donor_map()
+    members_now.remove(m1)
+    check('map_follows_rescan',
+          before == want_map(members_now + [m1], d2) and
+          after == want_map(members_now, d2) and
+          after_rep['enforcement']['policy_map']['files'] == len(after),
+          'map before %s, after %s' % (before, after))
+
     # 5. Clean stop: nothing of ours stays in the kernel.
     rc = d.stop(signal.SIGTERM)
     end = time.time() + 10
@@ -405,10 +439,11 @@ def main():
           'metrics %s, want %s' % (got, want))
 
     # A full map: whole sets that do not fit are left out, and said so.
-    d = Daemon('-n', '1', '--max-files', '2')
+    d = Daemon('-n', '1', '--max-files', str(len(members_now) - 2))
     rc = d.stop_when_done()
     full = json.loads(d.lines[0])['enforcement']['policy_map'] if d.lines else {}
-    check('map_full', rc == 0 and full.get('files') == 0 and full.get('left_out') == 3 and
+    check('map_full', rc == 0 and full.get('files') == 0 and
+          full.get('left_out') == len(members_now) - 1 and
           registered() == [], 'exit %s, policy_map %s, registered %s' % (rc, full, registered()))
 
 
