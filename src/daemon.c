@@ -55,7 +55,8 @@ static void on_signal(int sig)
 
 static const char usage[] =
 	"usage: dupcache daemon [--enforce [TRUST...] [--stale-after SECONDS] [--max-files N] [--off]]\n"
-	"                       [-d SECONDS] [-n COUNT] [--min-size BYTES] [--json] [-x] PATH...\n"
+	"                       [-d SECONDS] [-n COUNT] [--min-size BYTES] [--json] [--metrics FILE]\n"
+	"                       [-x] PATH...\n"
 	"  every -d seconds (default 10) find the whole-file clone sets below PATH and report\n"
 	"  the page cache one copy per set would save\n"
 	"  --enforce           register the page cache sharing policy (kernel/patches): opens of\n"
