@@ -82,31 +82,30 @@ __u64 BPF_PROG(choose_donor, __u64 dev, __u64 ino, __u64 uid, __u64 cgroup_id)
 	c = bpf_map_lookup_elem(&counts, &zero);
 	if (!c)
 		return 0;
-	c->asked++;
 	if (!policy_config.enabled) {
-		c->disabled++;
+		c->answers[PCS_OFF]++;
 		return 0;
 	}
 	/* Signed: a beat written on another CPU may look a little ahead. */
 	if ((__s64)(bpf_ktime_get_ns() - policy_config.heartbeat_ns) >
 	    (__s64)policy_config.stale_after_ns) {
-		c->stale++;
+		c->answers[PCS_STALE]++;
 		return 0;
 	}
 	donor = bpf_map_lookup_elem(&donors, &key);
 	if (!donor) {
-		c->not_a_clone++;
+		c->answers[PCS_NOT_A_CLONE]++;
 		return 0;
 	}
 	if (own_open()) {
-		c->own_open++;
+		c->answers[PCS_OWN_OPEN]++;
 		return 0;
 	}
 	if (!in_domain(uid)) {
-		c->outside_domain++;
+		c->answers[PCS_OUTSIDE_DOMAIN]++;
 		return 0;
 	}
-	c->proposed++;
+	c->answers[PCS_PROPOSED]++;
 	return *donor;
 }
 

@@ -46,15 +46,20 @@ struct pcs_config {
 	struct pcs_cgroup cgroups[PCS_MAX_CGROUPS];
 };
 
-/* What the policy answered, per CPU (summed by the loader). */
+/* What the policy answered an open (each open gets exactly one answer). */
+enum pcs_answer {
+	PCS_PROPOSED,       /* a donor was proposed (the kernel may still refuse) */
+	PCS_NOT_A_CLONE,    /* the file is in no clone set */
+	PCS_OUTSIDE_DOMAIN, /* the opener is outside the trust domain */
+	PCS_STALE,          /* the daemon's heartbeat stopped */
+	PCS_OFF,            /* the switch was off */
+	PCS_OWN_OPEN,       /* an open by dupcache itself */
+	PCS_NR_ANSWERS,
+};
+
+/* Per CPU in the policy, summed by the loader. */
 struct pcs_counts {
-	__u64 asked;          /* calls of choose_donor */
-	__u64 proposed;       /* a donor was proposed (the kernel may still refuse) */
-	__u64 not_a_clone;    /* the file is in no clone set */
-	__u64 outside_domain; /* the opener is outside the trust domain */
-	__u64 stale;          /* the daemon's heartbeat stopped */
-	__u64 disabled;       /* the switch was off */
-	__u64 own_open;       /* an open by dupcache itself */
+	__u64 answers[PCS_NR_ANSWERS];
 };
 
 #endif

@@ -248,14 +248,13 @@ static void print_text(const struct scan *s, const struct clone_sets *cs, const 
 		       " one page cache each would save %s\n",
 		       e->on ? "on" : "off", cs->nsets, (unsigned long long)e->map.files,
 		       HB(cs->saving_bytes));
-		printf("  policy: %llu opens asked, %llu donors proposed, %llu outside the trust domain,"
-		       " %llu while stale, %llu while off, %llu by dupcache\n",
-		       (unsigned long long)e->policy.asked, (unsigned long long)e->policy.proposed,
-		       (unsigned long long)e->policy.outside_domain, (unsigned long long)e->policy.stale,
-		       (unsigned long long)e->policy.disabled, (unsigned long long)e->policy.own_open);
-		printf("  kernel: %llu shares granted, %llu refused by the kernel's check, %llu released\n",
-		       (unsigned long long)e->kernel.granted, (unsigned long long)e->kernel.kernel_refused,
-		       (unsigned long long)e->kernel.released);
+		printf("  policy:");
+		for (int a = 0; a < PCS_NR_ANSWERS; a++)
+			printf(" %s %llu", pcs_answer_names[a], (unsigned long long)e->policy.answers[a]);
+		printf("\n  kernel:");
+		for (int i = 0; i < PCSHARE_NR_EVENTS; i++)
+			printf(" %s %llu", pcshare_event_names[i], (unsigned long long)e->kernel.events[i]);
+		printf("\n");
 		if (e->map.left_out)
 			printf("  %llu files left out: the policy map is full (--max-files %u)\n",
 			       (unsigned long long)e->map.left_out, e->capacity);
@@ -287,18 +286,11 @@ static json_object *json_enforcement(const struct enforcement *e)
 	json_add_u64(map, "left_out", e->map.left_out);
 	json_add_u64(map, "capacity", e->capacity);
 	json_object_object_add(o, "policy_map", map);
-	json_add_u64(pol, "asked", e->policy.asked);
-	json_add_u64(pol, "proposed", e->policy.proposed);
-	json_add_u64(pol, "not_a_clone", e->policy.not_a_clone);
-	json_add_u64(pol, "outside_domain", e->policy.outside_domain);
-	json_add_u64(pol, "stale", e->policy.stale);
-	json_add_u64(pol, "off", e->policy.disabled);
-	json_add_u64(pol, "own_open", e->policy.own_open);
+	for (int a = 0; a < PCS_NR_ANSWERS; a++)
+		json_add_u64(pol, pcs_answer_names[a], e->policy.answers[a]);
 	json_object_object_add(o, "policy", pol);
-	json_add_u64(k, "granted", e->kernel.granted);
-	json_add_u64(k, "policy_refused", e->kernel.policy_refused);
-	json_add_u64(k, "kernel_refused", e->kernel.kernel_refused);
-	json_add_u64(k, "released", e->kernel.released);
+	for (int i = 0; i < PCSHARE_NR_EVENTS; i++)
+		json_add_u64(k, pcshare_event_names[i], e->kernel.events[i]);
 	json_object_object_add(o, "kernel", k);
 	return o;
 }
@@ -353,33 +345,24 @@ static void write_metrics(const char *path, const struct clone_sets *cs, const s
 		    "Page cache that one copy per set would save now (cached copies beyond the first).",
 		    NULL, cs->saving_bytes);
 	if (e) {
-		const struct { const char *label; uint64_t v; } answers[] = {
-			{ "answer=\"proposed\"", e->policy.proposed },
-			{ "answer=\"not_a_clone\"", e->policy.not_a_clone },
-			{ "answer=\"outside_domain\"", e->policy.outside_domain },
-			{ "answer=\"stale\"", e->policy.stale },
-			{ "answer=\"off\"", e->policy.disabled },
-			{ "answer=\"own_open\"", e->policy.own_open },
-		}, events[] = {
-			{ "event=\"granted\"", e->kernel.granted },
-			{ "event=\"policy_refused\"", e->kernel.policy_refused },
-			{ "event=\"kernel_refused\"", e->kernel.kernel_refused },
-			{ "event=\"released\"", e->kernel.released },
-		};
+		char label[64];
 
 		metrics_add(&m, "dupcache_sharing_on", G, "1 while the policy's switch is on.", NULL, e->on);
 		metrics_add(&m, "dupcache_policy_map_files", G, "Clones in the policy's donor map.", NULL,
 			    e->map.files);
 		metrics_add(&m, "dupcache_policy_map_left_out_files", G,
 			    "Clones left out of the donor map because it is full.", NULL, e->map.left_out);
-		for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++)
+		for (int a = 0; a < PCS_NR_ANSWERS; a++) {
+			snprintf(label, sizeof(label), "answer=\"%s\"", pcs_answer_names[a]);
 			metrics_add(&m, "dupcache_policy_answers_total", C,
-				    "Opens the policy was asked about, by answer.", answers[i].label,
-				    answers[i].v);
-		for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+				    "Opens the policy was asked about, by answer.", label, e->policy.answers[a]);
+		}
+		for (int i = 0; i < PCSHARE_NR_EVENTS; i++) {
+			snprintf(label, sizeof(label), "event=\"%s\"", pcshare_event_names[i]);
 			metrics_add(&m, "dupcache_kernel_shares_total", C,
-				    "The kernel's page cache sharing counters (/proc/vmstat pcshare_*).",
-				    events[i].label, events[i].v);
+				    "The kernel's page cache sharing counters (/proc/vmstat pcshare_*).", label,
+				    e->kernel.events[i]);
+		}
 	}
 	metrics_commit(&m);
 }

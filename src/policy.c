@@ -306,6 +306,15 @@ int policy_update(struct policy *p, const struct scan *s, const struct clone_set
 	return err;
 }
 
+const char *const pcs_answer_names[PCS_NR_ANSWERS] = {
+	[PCS_PROPOSED] = "proposed",
+	[PCS_NOT_A_CLONE] = "not_a_clone",
+	[PCS_OUTSIDE_DOMAIN] = "outside_domain",
+	[PCS_STALE] = "stale",
+	[PCS_OFF] = "off",
+	[PCS_OWN_OPEN] = "own_open",
+};
+
 void policy_counts(const struct policy *p, struct pcs_counts *out)
 {
 	int ncpus = libbpf_num_possible_cpus();
@@ -316,17 +325,10 @@ void policy_counts(const struct policy *p, struct pcs_counts *out)
 	if (ncpus <= 0)
 		return;
 	percpu = xcalloc((size_t)ncpus, sizeof(*percpu));
-	if (!bpf_map_lookup_elem(bpf_map__fd(p->skel->maps.counts), &zero, percpu)) {
-		for (int c = 0; c < ncpus; c++) {
-			out->asked += percpu[c].asked;
-			out->proposed += percpu[c].proposed;
-			out->not_a_clone += percpu[c].not_a_clone;
-			out->outside_domain += percpu[c].outside_domain;
-			out->stale += percpu[c].stale;
-			out->disabled += percpu[c].disabled;
-			out->own_open += percpu[c].own_open;
-		}
-	}
+	if (!bpf_map_lookup_elem(bpf_map__fd(p->skel->maps.counts), &zero, percpu))
+		for (int c = 0; c < ncpus; c++)
+			for (int a = 0; a < PCS_NR_ANSWERS; a++)
+				out->answers[a] += percpu[c].answers[a];
 	free(percpu);
 }
 
@@ -345,31 +347,32 @@ void policy_stop(struct policy *p)
 	free(p);
 }
 
+const char *const pcshare_event_names[PCSHARE_NR_EVENTS] = {
+	[PCSHARE_EV_GRANTED] = "granted",
+	[PCSHARE_EV_POLICY_REFUSED] = "policy_refused",
+	[PCSHARE_EV_KERNEL_REFUSED] = "kernel_refused",
+	[PCSHARE_EV_RELEASED] = "released",
+};
+
 bool pcshare_vmstat_read(struct pcshare_vmstat *out)
 {
-	static const struct {
-		const char *name;
-		size_t off;
-	} fields[] = {
-		{ "pcshare_granted", offsetof(struct pcshare_vmstat, granted) },
-		{ "pcshare_policy_refused", offsetof(struct pcshare_vmstat, policy_refused) },
-		{ "pcshare_kernel_refused", offsetof(struct pcshare_vmstat, kernel_refused) },
-		{ "pcshare_released", offsetof(struct pcshare_vmstat, released) },
-	};
 	FILE *f = fopen("/proc/vmstat", "re");
 	char name[64];
 	unsigned long long v;
-	size_t found = 0;
+	bool found = false;
 
 	memset(out, 0, sizeof(*out));
 	if (!f)
 		return false;
-	while (fscanf(f, "%63s %llu", name, &v) == 2)
-		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-			if (!strcmp(name, fields[i].name)) {
-				*(uint64_t *)((char *)out + fields[i].off) = v;
-				found++;
+	while (fscanf(f, "%63s %llu", name, &v) == 2) {
+		if (strncmp(name, "pcshare_", 8))
+			continue;
+		for (int i = 0; i < PCSHARE_NR_EVENTS; i++)
+			if (!strcmp(name + 8, pcshare_event_names[i])) {
+				out->events[i] = v;
+				found = true;
 			}
+	}
 	fclose(f);
-	return found == sizeof(fields) / sizeof(fields[0]);
+	return found;
 }

@@ -52,14 +52,22 @@ struct policy_map_state {
 /* Make the donor map say what the clone sets say.  0 or a negative errno. */
 int policy_update(struct policy *p, const struct scan *s, const struct clone_sets *cs,
 		  struct policy_map_state *out);
-void policy_counts(const struct policy *p, struct pcs_counts *out);
 /* Unregister and free everything; nothing of ours stays in the kernel. */
 void policy_stop(struct policy *p);
 
-/* The kernel's own pcshare counters (/proc/vmstat); false if it has none. */
+/* The policy's answers so far, summed over the CPUs. */
+void policy_counts(const struct policy *p, struct pcs_counts *out);
+/* Their names (JSON keys, metric labels), by enum pcs_answer. */
+extern const char *const pcs_answer_names[PCS_NR_ANSWERS];
+
+/* The kernel's own page cache sharing counters, /proc/vmstat pcshare_<name>. */
+enum pcshare_event { PCSHARE_EV_GRANTED, PCSHARE_EV_POLICY_REFUSED, PCSHARE_EV_KERNEL_REFUSED,
+		     PCSHARE_EV_RELEASED, PCSHARE_NR_EVENTS };
+extern const char *const pcshare_event_names[PCSHARE_NR_EVENTS];
 struct pcshare_vmstat {
-	uint64_t granted, policy_refused, kernel_refused, released;
+	uint64_t events[PCSHARE_NR_EVENTS];
 };
+/* false if the kernel has none of them */
 bool pcshare_vmstat_read(struct pcshare_vmstat *out);
 
 #endif
