@@ -36,6 +36,16 @@ struct dc_inode_key {
 	__u32 pad;
 };
 
+#ifndef __VMLINUX_H__
+/* The loaders' order of keys: by device, then inode. */
+static inline int dc_inode_key_cmp(const struct dc_inode_key *a, const struct dc_inode_key *b)
+{
+	if (a->dev != b->dev)
+		return a->dev < b->dev ? -1 : 1;
+	return a->ino < b->ino ? -1 : a->ino > b->ino;
+}
+#endif
+
 /*
  * One per tracked file.  The loader writes the layout; the programs (and
  * the seed program) count; the loader reads the counts from the mmapped map.

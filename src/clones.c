@@ -67,9 +67,10 @@ static bool better_donor(const struct scan *s, size_t a, size_t b,
 			 bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx)
 {
 	const struct scanned_file *x = &s->files[a], *y = &s->files[b];
+	bool kx = keep_donor && keep_donor(x, ctx), ky = keep_donor && keep_donor(y, ctx);
 
-	if (keep_donor && keep_donor(x, ctx) != keep_donor(y, ctx))
-		return keep_donor(x, ctx);
+	if (kx != ky)
+		return kx;
 	/* Most pages cached already: the fewest reads. */
 	if (x->resident_pages != y->resident_pages)
 		return x->resident_pages > y->resident_pages;

@@ -135,7 +135,7 @@ static bool metrics_writable(const char *path)
 
 static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 {
-	enum { OPT_METRICS = 255, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
+	enum { OPT_METRICS = 256, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "min-size", required_argument, NULL, 'm' },
@@ -372,14 +372,6 @@ static struct timespec seconds_ts(double s)
 	return (struct timespec){ (time_t)s, (long)((s - (time_t)s) * 1e9) };
 }
 
-static double now_seconds(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec / 1e9;
-}
-
 /*
  * The heartbeat, on its own thread so that a long scan never lets the
  * policy go stale; a killed or stopped daemon stops it.
@@ -424,9 +416,9 @@ static void describe_domain(const struct daemon_opts *o)
  */
 static void wait_interval(double interval, struct policy *pol, const sigset_t *unblocked)
 {
-	double end = now_seconds() + interval, left;
+	double end = monotonic_ns() / 1e9 + interval, left;
 
-	while (!stopping && (left = end - now_seconds()) > 0) {
+	while (!stopping && (left = end - monotonic_ns() / 1e9) > 0) {
 		struct timespec t = seconds_ts(left);
 
 		if (ppoll(NULL, 0, &t, unblocked) >= 0)

@@ -390,12 +390,8 @@ static unsigned page_bits(const struct engine *e, uint64_t page)
 
 static int cmp_layout(const void *a, const void *b)
 {
-	const struct dc_inode_key *x = &((const struct file_layout *)a)->key;
-	const struct dc_inode_key *y = &((const struct file_layout *)b)->key;
-
-	if (x->dev != y->dev)
-		return x->dev < y->dev ? -1 : 1;
-	return x->ino < y->ino ? -1 : x->ino > y->ino;
+	return dc_inode_key_cmp(&((const struct file_layout *)a)->key,
+				&((const struct file_layout *)b)->key);
 }
 
 /* Before the maps are rewritten: which cgroup each resident page was charged to. */

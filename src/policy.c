@@ -6,7 +6,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -36,33 +35,15 @@ struct policy {
 	size_t ndonors;
 };
 
-static int cmp_key(const struct dc_inode_key *a, const struct dc_inode_key *b)
-{
-	if (a->dev != b->dev)
-		return a->dev < b->dev ? -1 : 1;
-	if (a->ino != b->ino)
-		return a->ino < b->ino ? -1 : 1;
-	return 0;
-}
-
 static int cmp_entry(const void *a, const void *b)
 {
-	return cmp_key(&((const struct donor_entry *)a)->member,
+	return dc_inode_key_cmp(&((const struct donor_entry *)a)->member,
 		       &((const struct donor_entry *)b)->member);
 }
 
 static int cmp_key_void(const void *a, const void *b)
 {
-	return cmp_key(a, b);
-}
-
-static uint64_t monotonic_ns(void)
-{
-	struct timespec t;
-
-	/* The clock bpf_ktime_get_ns() reads. */
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+	return dc_inode_key_cmp(a, b);
 }
 
 bool policy_kernel_support(void)
@@ -205,7 +186,8 @@ fail:
 
 void policy_beat(struct policy *p)
 {
-	__atomic_store_n(&p->skel->bss->policy_config.heartbeat_ns, monotonic_ns(), __ATOMIC_RELEASE);
+	__atomic_store_n(&p->skel->bss->policy_config.heartbeat_ns, (uint64_t)monotonic_ns(),
+			 __ATOMIC_RELEASE);
 }
 
 void policy_switch(struct policy *p, bool on)
@@ -266,7 +248,7 @@ int policy_update(struct policy *p, const struct scan *s, const struct clone_set
 
 	/* Deletes first, so that the updates below always fit. */
 	while (i < p->nentries) {
-		int c = j < nwant ? cmp_key(&p->entries[i].member, &want[j].member) : -1;
+		int c = j < nwant ? dc_inode_key_cmp(&p->entries[i].member, &want[j].member) : -1;
 
 		if (c < 0 && bpf_map_delete_elem(fd, &p->entries[i].member) && errno != ENOENT)
 			err = -errno;
@@ -276,9 +258,9 @@ int policy_update(struct policy *p, const struct scan *s, const struct clone_set
 			j++;
 	}
 	for (i = 0, j = 0; j < nwant; j++) {
-		while (i < p->nentries && cmp_key(&p->entries[i].member, &want[j].member) < 0)
+		while (i < p->nentries && dc_inode_key_cmp(&p->entries[i].member, &want[j].member) < 0)
 			i++;
-		if (i < p->nentries && !cmp_key(&p->entries[i].member, &want[j].member) &&
+		if (i < p->nentries && !dc_inode_key_cmp(&p->entries[i].member, &want[j].member) &&
 		    p->entries[i].donor_ino == want[j].donor_ino)
 			continue;
 		if (bpf_map_update_elem(fd, &want[j].member, &want[j].donor_ino, BPF_ANY)) {

@@ -8,14 +8,6 @@
 /* A change is acted on after this much quiet, so a burst costs one rescan. */
 #define REFRESH_SETTLE_NS 200000000LL
 
-long long monotonic_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void survey(struct tracker *t, const struct scan_opts *opts)
 {
 	struct extmap_input *in;

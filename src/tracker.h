@@ -35,6 +35,4 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 int tracker_poll(struct tracker *t, bool now);
 void tracker_stop(struct tracker *t);
 
-long long monotonic_ns(void);
-
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "util.h"
 
@@ -121,4 +122,12 @@ int bpf_load_error(int err, const char *what)
 	}
 	msg("%s: %s", what, strerror(-err));
 	return EXIT_FAIL;
+}
+
+long long monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }

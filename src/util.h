@@ -41,6 +41,9 @@ bool opt_count(const char *cmd, const char *opt, const char *arg, uint64_t *out)
  */
 int bpf_load_error(int err, const char *what);
 
+/* CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads. */
+long long monotonic_ns(void);
+
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
