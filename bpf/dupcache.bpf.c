@@ -482,8 +482,8 @@ int BPF_PROG(folio_removed, struct folio *folio)
  * dedupe, copy_file_range or fallocate on a watched filesystem may create
  * or move sharing, also with files the scan has not seen yet.  The
  * syscalls are caught at entry (where the fd is) and counted at exit (when
- * the extents have changed).  Tracepoints only: they need no ftrace
- * trampolines, which locked-down kernels refuse.
+ * the extents have changed).  Tracepoints only (tp_btf): they need no
+ * ftrace trampolines, which locked-down kernels refuse, and no tracefs.
  */
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)
@@ -497,6 +497,28 @@ int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)
 #define FICLONERANGE	0x4020940d
 #define FIDEDUPERANGE	0xc0189436
 
+/*
+ * The syscalls that may create or move sharing, by number.  The raw
+ * syscall tracepoints (sys_enter/sys_exit) need no tracefs, unlike the
+ * per-syscall events, and see compat (ia32) syscalls too, under their own
+ * numbers and registers.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_IOCTL		16
+#define NR_FALLOCATE		285
+#define NR_COPY_FILE_RANGE	326
+#define NR32_IOCTL		54
+#define NR32_FALLOCATE		324
+#define NR32_COPY_FILE_RANGE	377
+#define TS_COMPAT		0x0002	/* thread_info.status: in a 32-bit syscall */
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_IOCTL		29
+#define NR_FALLOCATE		47
+#define NR_COPY_FILE_RANGE	285
+#else
+#error "syscall numbers for this architecture"
+#endif
+
 /* Threads inside a syscall that may change sharing on a watched fs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -504,6 +526,13 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } changing SEC(".maps");
+/*
+ * Entries put in `changing` and not yet taken out: every syscall's exit
+ * checks it before the hash.  A thread's own increment precedes its exit,
+ * so it never misses one; an LRU eviction leaves it high, which only costs
+ * lookups.
+ */
+__u32 changing_threads;
 
 static __always_inline bool fd_on_watched_sb(unsigned long fd)
 {
@@ -523,67 +552,67 @@ static __always_inline bool fd_on_watched_sb(unsigned long fd)
 	return sb_watched(dev);
 }
 
-static __always_inline void syscall_enter(unsigned long fd)
+/* The fd a sharing syscall works on, or -1 for any other syscall. */
+static __always_inline long sharing_syscall_fd(struct pt_regs *regs, long id)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+#ifdef TS_COMPAT
+	if (bpf_get_current_task_btf()->thread_info.status & TS_COMPAT) {
+		/* ia32: arguments in bx, cx, dx */
+		unsigned int cmd = BPF_CORE_READ(regs, cx);
+
+		if (id == NR32_IOCTL)
+			return cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE ?
+				       (unsigned int)BPF_CORE_READ(regs, bx) : -1;
+		if (id == NR32_FALLOCATE)
+			return (unsigned int)BPF_CORE_READ(regs, bx);
+		if (id == NR32_COPY_FILE_RANGE)
+			return (unsigned int)BPF_CORE_READ(regs, dx); /* fd_out */
+		return -1;
+	}
+#endif
+	if (id == NR_IOCTL) {
+		unsigned int cmd = PT_REGS_PARM2_CORE_SYSCALL(regs);
+
+		return cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE ?
+			       (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs) : -1;
+	}
+	if (id == NR_FALLOCATE)
+		return (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (id == NR_COPY_FILE_RANGE)
+		return (unsigned int)PT_REGS_PARM3_CORE_SYSCALL(regs); /* fd_out */
+	return -1;
+}
+
+/* Caught at entry, where the fd is; counted at exit, when the extents have changed. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(syscall_entered, struct pt_regs *regs, long id)
+{
+	long fd = sharing_syscall_fd(regs, id);
+	__u64 tid;
 	__u8 one = 1;
 
-	if (fd_on_watched_sb(fd))
-		bpf_map_update_elem(&changing, &tid, &one, BPF_ANY);
+	if (fd < 0 || !fd_on_watched_sb(fd))
+		return 0;
+	tid = bpf_get_current_pid_tgid();
+	if (!bpf_map_update_elem(&changing, &tid, &one, BPF_ANY))
+		__sync_fetch_and_add(&changing_threads, 1);
+	return 0;
 }
 
-static __always_inline void syscall_exit(void)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(syscall_exited)
 {
-	__u64 tid = bpf_get_current_pid_tgid();
+	__u64 tid;
 
+	/* Nothing was caught at entry: the common case costs one load. */
+	if (!changing_threads)
+		return 0;
+	tid = bpf_get_current_pid_tgid();
 	if (bpf_map_lookup_elem(&changing, &tid)) {
 		bpf_map_delete_elem(&changing, &tid);
+		__sync_fetch_and_sub(&changing_threads, 1);
 		note_change();
 	}
-}
-
-SEC("tracepoint/syscalls/sys_enter_ioctl")
-int ioctl_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	unsigned int cmd = ctx->args[1];
-
-	if (cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE)
-		syscall_enter(ctx->args[0]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_ioctl")
-int ioctl_exit(void *ctx)
-{
-	syscall_exit();
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_copy_file_range")
-int copy_range_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	syscall_enter(ctx->args[2]); /* fd_out */
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_copy_file_range")
-int copy_range_exit(void *ctx)
-{
-	syscall_exit();
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_fallocate")
-int fallocate_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	syscall_enter(ctx->args[0]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_fallocate")
-int fallocate_exit(void *ctx)
-{
-	syscall_exit();
 	return 0;
 }
 

@@ -15,7 +15,7 @@ set -euo pipefail
 # The series was last tested on this Debian revision (dpkg-query -W linux-source-6.1) and upstream
 # version (VERSION.PATCHLEVEL.SUBLEVEL of the tree's Makefile). Any other revision is built: what
 # decides is whether the patches apply (a failing hunk stops the build and is named).
-TESTED_DEB="6.1.192-2"
+TESTED_DEB="6.1.192-3"
 TESTED_KVER="6.1.192"
 PKG=linux-source-6.1
 TARBALL=/usr/src/linux-source-6.1.tar.xz

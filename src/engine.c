@@ -13,6 +13,9 @@
 #include "engine.h"
 #include "util.h"
 
+/* Entries of optional_progs[] below. */
+#define NOPTIONAL_PROGS 9
+
 /* Room to grow before a change forces a reload with bigger maps. */
 #define HEADROOM(n, min) ((n) * 2 + (min))
 
@@ -57,6 +60,9 @@ struct engine {
 	uint64_t *file_resident, *group_dup;
 	size_t nfiles, ngroups;
 	bool started;
+	/* optional programs the kernel lacks, decided (and said) at the first load */
+	bool lacking[NOPTIONAL_PROGS];
+	bool programs_chosen;
 };
 
 static const char *kernel_btf_path(void)
@@ -79,37 +85,51 @@ static bool btf_has(const struct btf *btf, const char *name, int kind)
 	return btf__find_by_name_kind(btf, name, kind) >= 0;
 }
 
-/* Optional programs: the engine works without them, with less to go on. */
+/*
+ * Optional programs: the engine works without them, with less to go on.
+ * Each is probed on its own (its tracepoint's btf_trace_<name> type in the
+ * kernel's BTF: no tracefs needed) and attached on its own, so that what a
+ * kernel lacks costs only what the program gave.
+ */
 static const struct {
-	const char *prog, *tracepoint, *lost;
+	const char *prog, *lost;
 } optional_progs[] = {
-	{ "folio_dirtied", "writeback/writeback_dirty_folio", "copy-on-write writes" },
-	{ "ioctl_enter", "syscalls/sys_enter_ioctl", "new clones and dedupes" },
-	{ "ioctl_exit", "syscalls/sys_exit_ioctl", "new clones and dedupes" },
-	{ "copy_range_enter", "syscalls/sys_enter_copy_file_range", "copy_file_range clones" },
-	{ "copy_range_exit", "syscalls/sys_exit_copy_file_range", "copy_file_range clones" },
-	{ "fallocate_enter", "syscalls/sys_enter_fallocate", "fallocate" },
-	{ "fallocate_exit", "syscalls/sys_exit_fallocate", "fallocate" },
-	{ "kswapd_woke", "vmscan/mm_vmscan_kswapd_wake", "kswapd wake-ups" },
-	{ "direct_reclaim_began", "vmscan/mm_vmscan_direct_reclaim_begin", "direct reclaim stalls" },
-	{ "direct_reclaim_ended", "vmscan/mm_vmscan_direct_reclaim_end", "direct reclaim stalls" },
-	{ "memcg_reclaim_began", "vmscan/mm_vmscan_memcg_reclaim_begin", "cgroup reclaim stalls" },
-	{ "memcg_reclaim_ended", "vmscan/mm_vmscan_memcg_reclaim_end", "cgroup reclaim stalls" },
-	{ "lru_shrunk", "vmscan/mm_vmscan_lru_shrink_inactive", "pages reclaimed" },
+	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed" },
+	{ "syscall_entered", "clones, dedupes, copy_file_range and fallocate are not noticed" },
+	{ "syscall_exited", "clones, dedupes, copy_file_range and fallocate are not noticed" },
+	{ "kswapd_woke", "machine-wide kswapd wake-ups are not shown" },
+	{ "direct_reclaim_began", "machine-wide direct reclaim stalls are not shown" },
+	{ "direct_reclaim_ended", "machine-wide direct reclaim stalls are not shown" },
+	{ "memcg_reclaim_began", "memory cgroup reclaim stalls are not shown" },
+	{ "memcg_reclaim_ended", "memory cgroup reclaim stalls are not shown" },
+	{ "lru_shrunk", "machine-wide pages reclaimed are not shown" },
 };
+_Static_assert(sizeof(optional_progs) / sizeof(optional_progs[0]) == NOPTIONAL_PROGS,
+	       "NOPTIONAL_PROGS");
 
-/* As libbpf-tools' tracepoint_exists(): the tracefs event directory. */
-static bool tracepoint_exists(const char *name)
+static int optional_index(const char *prog)
 {
-	static const char *const roots[] = { "/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events" };
-	char path[256];
+	for (size_t i = 0; i < NOPTIONAL_PROGS; i++)
+		if (!strcmp(optional_progs[i].prog, prog))
+			return i;
+	return -1;
+}
 
-	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", roots[i], name);
-		if (access(path, F_OK) == 0)
-			return true;
-	}
-	return false;
+/* "tp_btf/NAME" -> NAME */
+static const char *tracepoint_of(const struct bpf_program *prog)
+{
+	const char *sec = bpf_program__section_name(prog), *slash = strchr(sec, '/');
+
+	return slash ? slash + 1 : sec;
+}
+
+/* The kernel's BTF names a type btf_trace_<tp> for every tracepoint it has. */
+static bool kernel_has_tracepoint(const struct btf *btf, const char *tp)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "btf_trace_%s", tp);
+	return btf_has(btf, name, BTF_KIND_TYPEDEF);
 }
 
 int engine_probe(void)
@@ -218,6 +238,64 @@ static void unload(struct engine *e)
 	e->nkeys = 0;
 }
 
+/* Leave out the optional programs whose tracepoint the kernel lacks (said once). */
+static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
+{
+	struct btf *btf = NULL;
+
+	if (!e->programs_chosen) {
+		btf = load_kernel_btf();
+		if (!btf)
+			return bpf_load_error(-errno, "reading the kernel's BTF");
+	}
+	for (size_t i = 0; i < NOPTIONAL_PROGS; i++) {
+		struct bpf_program *prog =
+			bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog);
+
+		if (btf && !kernel_has_tracepoint(btf, tracepoint_of(prog))) {
+			e->lacking[i] = true;
+			msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
+			    optional_progs[i].lost);
+		}
+		if (e->lacking[i])
+			bpf_program__set_autoload(prog, false);
+	}
+	btf__free(btf);
+	e->programs_chosen = true;
+	return EXIT_OK;
+}
+
+/*
+ * Attach the programs one by one (the skeleton's attach is all or
+ * nothing): an optional one that fails is said and left out, also from
+ * later loads.  Links go where the skeleton's destroy detaches them.
+ */
+static int attach_programs(struct engine *e, struct dupcache_bpf *skel)
+{
+	const struct bpf_object_skeleton *sk = skel->skeleton;
+
+	for (int i = 0; i < sk->prog_cnt; i++) {
+		struct bpf_program *prog = *sk->progs[i].prog;
+		int opt = optional_index(bpf_program__name(prog));
+		struct bpf_link *link;
+
+		/* Not loaded, or run by the loader (seeding) rather than attached. */
+		if (!bpf_program__autoload(prog) || bpf_program__type(prog) == BPF_PROG_TYPE_SYSCALL)
+			continue;
+		link = bpf_program__attach(prog);
+		if (link) {
+			*sk->progs[i].link = link;
+			continue;
+		}
+		if (opt < 0)
+			return bpf_load_error(-errno, "attaching the BPF engine");
+		msg("cannot attach to the tracepoint %s (%s): %s", tracepoint_of(prog),
+		    strerror(errno), optional_progs[opt].lost);
+		e->lacking[opt] = true;
+	}
+	return EXIT_OK;
+}
+
 static int load(struct engine *e, const struct capacity *want)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = kernel_btf_path());
@@ -244,21 +322,14 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.page_words * 4);
 
 	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
-	for (size_t i = 0; i < sizeof(optional_progs) / sizeof(optional_progs[0]); i++) {
-		if (tracepoint_exists(optional_progs[i].tracepoint))
-			continue;
-		bpf_program__set_autoload(
-			bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog), false);
-		msg("the kernel has no tracepoint %s: %s in the watched trees go unnoticed",
-		    optional_progs[i].tracepoint, optional_progs[i].lost);
-	}
-
-	err = dupcache_bpf__load(skel);
+	err = choose_programs(e, skel);
+	if (!err && (err = dupcache_bpf__load(skel)))
+		err = bpf_load_error(err, "loading the BPF engine");
 	if (!err)
-		err = dupcache_bpf__attach(skel);
+		err = attach_programs(e, skel);
 	if (err) {
 		dupcache_bpf__destroy(skel);
-		return bpf_load_error(err, "loading the BPF engine");
+		return err;
 	}
 	/* Attached but idle until the maps are filled. */
 	skel->bss->paused = 1;

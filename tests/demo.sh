@@ -2,7 +2,7 @@
 # dupcache demo: a "container image layers" scene on a loop XFS and a loop
 # btrfs, partly read, then dupcache's reports next to the oracle's totals.
 #
-#   sudo tests/demo.sh [./dupcache]
+#   tests/demo.sh [./dupcache]
 #
 # Scene (per filesystem, under MNT/layers):
 #   base/rootfs.img      32 MiB, cloned to ctr1/ ctr2/ ctr3/ (cp --reflink)

@@ -1,9 +1,39 @@
 """What the Python suites share: their verdicts, the test registry and the
 run loop that prints `PASS name` / `FAIL name: why` / `SKIP name: why` and
 closes with `SUITE: N passed, N failed, N skipped`."""
+import ctypes
+import os
 import traceback
 
 import fsimg
+
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MNT_DETACH = 2
+# Where a machine that someone set up by hand has them; a fresh one has neither.
+TRACE_MOUNTS = ('/sys/kernel/debug/tracing', '/sys/kernel/tracing',
+                '/sys/kernel/debug')
+
+
+def _mounted(path):
+    with open('/proc/self/mountinfo') as f:
+        return any(ln.split()[4] == path for ln in f)
+
+
+def fresh_mount_namespace():
+    """Go on in a private mount namespace in which tracefs and debugfs are
+    not mounted, as on a fresh machine, whatever this machine has: the tool
+    must not depend on them, and the suites prove it by running there.
+    Mounts the tests make stay in the namespace and go with it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0 or \
+            libc.mount(None, b'/', None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), 'unshare/mount: a private mount '
+                      'namespace for the tests')
+    for path in TRACE_MOUNTS:
+        while _mounted(path):
+            if libc.umount2(path.encode(), MNT_DETACH) != 0:
+                raise OSError(ctypes.get_errno(), 'umount ' + path)
 
 
 class Skip(Exception):
@@ -32,7 +62,9 @@ class Suite:
         return deco
 
     def run(self, selected, after_each=None, interrupts=()):
-        """Run (name, function) pairs; return the process exit code."""
+        """Run (name, function) pairs, in a fresh mount namespace (see
+        fresh_mount_namespace); return the process exit code."""
+        fresh_mount_namespace()
         npass = nfail = nskip = 0
         rc = None
         for name, fn in selected:

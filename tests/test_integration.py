@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -104,17 +105,41 @@ def check_errlines(err, rc, what, all_lines=True):
           % (what, bad[:3]))
 
 
+_kernel_tps = None
+
+
+def kernel_tracepoints():
+    """The tracepoints the running kernel has, as its BTF names them
+    (btf_trace_<name> typedefs, vmlinux and modules): no tracefs needed."""
+    global _kernel_tps
+    if _kernel_tps is None:
+        _kernel_tps = set()
+        d = '/sys/kernel/btf'
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            args = ['bpftool', 'btf', 'dump', 'file', os.path.join(d, name)]
+            if name != 'vmlinux':
+                args += ['base', os.path.join(d, 'vmlinux')]
+            out = run(args).stdout.decode()
+            _kernel_tps.update(re.findall(r"TYPEDEF 'btf_trace_(\w+)'", out))
+    return _kernel_tps
+
+
+def engine_tracepoints():
+    """The tracepoints the engine's programs attach to, read from the BPF
+    object's ELF sections (tp_btf/NAME), not from the tool."""
+    obj = os.path.join(HERE, '..', 'build', 'dupcache.bpf.o')
+    out = run(['readelf', '-SW', obj]).stdout.decode()
+    return set(re.findall(r'\stp_btf/(\w+)\s', out))
+
+
 def kernel_lacks():
     """What the kernel lacks for the BPF engine, or None."""
     if not os.path.exists('/sys/kernel/btf/vmlinux'):
         return 'no kernel BTF (/sys/kernel/btf/vmlinux)'
-    for tr in ('/sys/kernel/tracing', '/sys/kernel/debug/tracing'):
-        ev = os.path.join(tr, 'events')
-        if os.path.isdir(ev):
-            if not os.path.isdir(os.path.join(
-                    ev, 'filemap', 'mm_filemap_add_to_page_cache')):
-                return 'no filemap tracepoints in %s' % ev
-            break
+    for tp in ('mm_filemap_add_to_page_cache',
+               'mm_filemap_delete_from_page_cache'):
+        if tp not in kernel_tracepoints():
+            return 'no tracepoint %s in the kernel\'s BTF' % tp
     return None
 
 
@@ -616,6 +641,40 @@ def w_new_clone(fs, m):
           'oracle totals %s' % want['totals'])
     check(j['peak_dup_bytes'] == 16 * MiB, 'peak_dup_bytes %s, want %s' % (
         mib(j['peak_dup_bytes']), mib(16 * MiB)))
+
+
+@test('fresh_machine_namespace', needs_bin=False)
+def t_fresh_namespace():
+    # The suites run where a fresh machine stands: neither tracefs nor
+    # debugfs mounted (harness.fresh_mount_namespace), so every watch test
+    # here proves the engine works without them.
+    for path in ('/sys/kernel/tracing/events', '/sys/kernel/debug/tracing',
+                 '/sys/kernel/debug/bpf'):
+        check(not os.path.exists(path), '%s exists in the tests\' mount '
+              'namespace' % path)
+
+
+@watch_test('engine_warns_only_of_what_kernel_lacks')
+def w_warnings(fs, m):
+    make_file(m + '/a', 1 * MiB, seed=1)
+    w = Watch([m], 0.5)
+    w.wait_ready()
+    w.finish()
+    used = engine_tracepoints()
+    check({'mm_filemap_add_to_page_cache', 'sys_enter',
+           'writeback_dirty_folio'} <= used,
+          'tp_btf sections of the BPF object: %s' % sorted(used))
+    lacking = used - kernel_tracepoints()
+    said = set()
+    for ln in w.err:
+        hit = re.match(r'dupcache: (?:the kernel has no tracepoint|cannot '
+                       r'attach to the tracepoint) (\w+)', ln)
+        if hit:
+            said.add(hit.group(1))
+        check('tracefs' not in ln and 'debugfs' not in ln,
+              'a message names tracefs/debugfs: %r' % ln)
+    check(said == lacking, 'the engine said it lacks %s; the kernel\'s BTF '
+          'lacks %s' % (sorted(said), sorted(lacking)))
 
 
 @watch_test('watch_cow_write')

@@ -35,8 +35,7 @@ mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tracefs tracefs /sys/kernel/tracing
-mount -t debugfs debugfs /sys/kernel/debug
+# No tracefs or debugfs: the tool must not need them (a fresh machine has neither).
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ulimit -l unlimited              # old kernels charge BPF maps to RLIMIT_MEMLOCK (6.1 uses memcg)
