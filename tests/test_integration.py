@@ -156,13 +156,14 @@ def snapshot(paths, extra=(), rc_want=0, user=False, timeout=60):
 class Watch:
     """dupcache report --json --watch SECONDS running in the background."""
 
-    def __init__(self, paths, seconds, extra=()):
+    def __init__(self, paths, seconds, extra=(), env=None):
         self.seconds = seconds
         self.cmd = [BIN, 'report', '--json', '--watch', str(seconds),
                     '-n', '0'] + list(extra) + list(paths)
         self.t0 = time.monotonic()
         self.p = spawn(self.cmd, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=env)
         self.err, self.out = [], []
         self.ready = threading.Event()
         self.t_err = threading.Thread(target=self._read_err, daemon=True)
@@ -675,6 +676,67 @@ def w_warnings(fs, m):
               'a message names tracefs/debugfs: %r' % ln)
     check(said == lacking, 'the engine said it lacks %s; the kernel\'s BTF '
           'lacks %s' % (sorted(said), sorted(lacking)))
+
+
+def btf_without(tracepoints, path):
+    """The running kernel's BTF with the btf_trace_ types of these
+    tracepoints renamed (same length, so nothing else moves): what a kernel
+    without them would show (DUPCACHE_KERNEL_BTF)."""
+    with open('/sys/kernel/btf/vmlinux', 'rb') as f:
+        raw = f.read()
+    for tp in tracepoints:
+        name = b'\0btf_trace_' + tp.encode() + b'\0'
+        check(raw.count(name) == 1, 'the kernel BTF names %s once' % tp)
+        raw = raw.replace(name, b'\0xtf_trace_' + tp.encode() + b'\0')
+    with open(path, 'wb') as f:
+        f.write(raw)
+    return dict(os.environ, DUPCACHE_KERNEL_BTF=path)
+
+
+@watch_test('engine_without_optional_tracepoints')
+def w_lacking(fs, m):
+    a, b = m + '/a', m + '/b'
+    make_file(a, 4 * MiB, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    lack = {'writeback_dirty_folio': 'copy-on-write writes to tracked files '
+            'are not noticed',
+            'mm_vmscan_kswapd_wake': 'machine-wide kswapd wake-ups are not '
+            'shown'}
+    env = btf_without(lack, m + '.btf')
+    try:
+        w = Watch([m], 1, env=env)
+        w.wait_ready()
+        read_range(a)
+        read_range(b)
+        j = w.finish()
+    finally:
+        os.unlink(m + '.btf')
+    said = [ln.strip() for ln in w.err if 'tracepoint' in ln]
+    want = ['dupcache: the kernel has no tracepoint %s: %s' % kv
+            for kv in lack.items()]
+    check(sorted(said) == sorted(want), 'messages %r, want %r' % (said, want))
+    # the rest of the engine works: the read's duplicates are exact
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 4 * MiB and
+          j['peak_dup_bytes'] == 4 * MiB, 'peak %s, oracle %s' % (
+              mib(j['peak_dup_bytes']), mib(want['totals']['dup_bytes'])))
+
+
+@test('engine_without_filemap_tracepoint')
+def t_lacking_required():
+    with TmpFs() as m:
+        make_file(m + '/a', 64 << 10, seed=1)
+        env = btf_without(['mm_filemap_add_to_page_cache'], m + '/k.btf')
+        p = spawn([BIN, 'report', '--watch', '1', m + '/a'], env=env,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = p.communicate(timeout=60)
+        err = err.decode()
+        check(p.returncode == 5 and not out, 'exit %d, stdout %r'
+              % (p.returncode, out[:200]))
+        check(err == 'dupcache: the kernel lacks the tracepoint '
+              'mm_filemap_add_to_page_cache (tp_btf): --watch needs it\n',
+              'stderr %r' % err)
 
 
 @watch_test('watch_cow_write')
