@@ -18,7 +18,7 @@ char LICENSE[] SEC("license") = "GPL";
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__type(key, struct dc_inode_key);
+	__type(key, struct dc_file_key);
 	__type(value, __u32);
 } tracked SEC(".maps");
 
@@ -122,6 +122,7 @@ volatile __u32 paused;
  * costs a few compares, not a hash lookup.  0 watched: filter off.
  */
 __u32 watched_sb[DC_MAX_WATCHED_SB];
+__u32 watched_sb_flags[DC_MAX_WATCHED_SB]; /* DC_SB_* */
 __u32 nwatched_sb;
 
 /* 6.1 keeps a large folio's page count here; 6.18 calls it _nr_pages. */
@@ -145,19 +146,25 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 	return BPF_CORE_READ((struct folio___v61 *)folio, _folio_nr_pages);
 }
 
-static __always_inline bool sb_watched(__u32 dev)
+/* The filter's entry for a filesystem: -1 not watched, DC_MAX_WATCHED_SB filter off. */
+static __always_inline int watched_index(__u32 dev)
 {
 	__u32 n = nwatched_sb;
 
 	if (!n)
-		return true;
-	for (__u32 i = 0; i < DC_MAX_WATCHED_SB; i++) {
-		if (i >= n)
-			return false;
+		return DC_MAX_WATCHED_SB;
+	for (int i = 0; i < DC_MAX_WATCHED_SB; i++) {
+		if ((__u32)i >= n)
+			return -1;
 		if (watched_sb[i] == dev)
-			return true;
+			return i;
 	}
-	return false;
+	return -1;
+}
+
+static __always_inline bool sb_watched(__u32 dev)
+{
+	return watched_index(dev) >= 0;
 }
 
 static __always_inline void note_change(void)
@@ -362,16 +369,37 @@ static __always_inline void account_range(struct dc_file *file, __u64 index, __u
 		bpf_loop(npages, account_page, &c, 0);
 }
 
+#define BTRFS_SUPER_MAGIC 0x9123683E
+
+/* The root id of a btrfs inode's subvolume (CO-RE: btrfs may be a module, or absent). */
+static __always_inline __u64 btrfs_subvol(struct inode *inode)
+{
+	struct btrfs_inode *bi;
+
+	if (!bpf_core_type_exists(struct btrfs_inode))
+		return 0;
+	bi = (void *)((unsigned long)inode - bpf_core_field_offset(struct btrfs_inode, vfs_inode));
+	return BPF_CORE_READ(bi, root, root_key.objectid);
+}
+
 static __always_inline __u32 *tracked_file(struct inode *inode)
 {
-	struct dc_inode_key key = {};
+	struct dc_file_key key = {};
+	struct super_block *sb;
+	int w;
 
 	if (!inode)
 		return NULL;
-	key.dev = inode->i_sb->s_dev;
-	if (!sb_watched(key.dev))
+	sb = inode->i_sb;
+	key.dev = sb->s_dev;
+	w = watched_index(key.dev);
+	if (w < 0)
 		return NULL;
 	key.ino = inode->i_ino;
+	if (sb->s_magic == BTRFS_SUPER_MAGIC)
+		key.subvol = btrfs_subvol(inode);
+	if (w < DC_MAX_WATCHED_SB && (watched_sb_flags[w] & DC_SB_GEN))
+		key.gen = inode->i_generation;
 	return bpf_map_lookup_elem(&tracked, &key);
 }
 
@@ -493,9 +521,70 @@ int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)
 	return 0;
 }
 
+/*
+ * Block map changes made inside the filesystems, whoever asked (in-kernel
+ * callers too: overlayfs copy-up, nfsd, ksmbd, io_uring): XFS remapping
+ * blocks into a file (reflink, dedupe), ending a copy-on-write (buffered
+ * writeback and O_DIRECT alike) or exchanging extents; btrfs finishing an
+ * ordered extent (its data writes all land in new blocks, O_DIRECT too).
+ */
+SEC("tp_btf/xfs_reflink_remap_blocks")
+int BPF_PROG(xfs_remapped, struct xfs_inode *src, xfs_fileoff_t soffset, xfs_filblks_t len,
+	     struct xfs_inode *dest)
+{
+	/* The destination may be new to the scan: any file of a watched fs counts. */
+	if (sb_watched(dest->i_vnode.i_sb->s_dev))
+		note_change();
+	return 0;
+}
+
+SEC("tp_btf/xfs_reflink_end_cow")
+int BPF_PROG(xfs_cow_ended, struct xfs_inode *ip)
+{
+	if (tracked_file(&ip->i_vnode))
+		note_change();
+	return 0;
+}
+
+SEC("tp_btf/xfs_swap_extent_before")
+int BPF_PROG(xfs_extents_swapped, struct xfs_inode *ip)
+{
+	if (tracked_file(&ip->i_vnode))
+		note_change();
+	return 0;
+}
+
+SEC("tp_btf/xfs_exchrange_before")
+int BPF_PROG(xfs_ranges_exchanged, struct xfs_inode *ip)
+{
+	if (tracked_file(&ip->i_vnode))
+		note_change();
+	return 0;
+}
+
+SEC("tp_btf/btrfs_ordered_extent_remove")
+int BPF_PROG(btrfs_ordered_done, struct btrfs_inode *inode)
+{
+	if (tracked_file(&inode->vfs_inode))
+		note_change();
+	return 0;
+}
+
 #define FICLONE		0x40049409
 #define FICLONERANGE	0x4020940d
 #define FIDEDUPERANGE	0xc0189436
+/* btrfs snapshots share every block of a subvolume; deleting one unshares them */
+#define BTRFS_IOC_SNAP_CREATE		0x50009401
+#define BTRFS_IOC_SNAP_CREATE_V2	0x50009417
+#define BTRFS_IOC_SNAP_DESTROY		0x5000940f
+#define BTRFS_IOC_SNAP_DESTROY_V2	0x5000943f
+
+static __always_inline bool sharing_ioctl(unsigned int cmd)
+{
+	return cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE ||
+	       cmd == BTRFS_IOC_SNAP_CREATE || cmd == BTRFS_IOC_SNAP_CREATE_V2 ||
+	       cmd == BTRFS_IOC_SNAP_DESTROY || cmd == BTRFS_IOC_SNAP_DESTROY_V2;
+}
 
 /*
  * The syscalls that may create or move sharing, by number.  The raw
@@ -561,8 +650,7 @@ static __always_inline long sharing_syscall_fd(struct pt_regs *regs, long id)
 		unsigned int cmd = BPF_CORE_READ(regs, cx);
 
 		if (id == NR32_IOCTL)
-			return cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE ?
-				       (unsigned int)BPF_CORE_READ(regs, bx) : -1;
+			return sharing_ioctl(cmd) ? (unsigned int)BPF_CORE_READ(regs, bx) : -1;
 		if (id == NR32_FALLOCATE)
 			return (unsigned int)BPF_CORE_READ(regs, bx);
 		if (id == NR32_COPY_FILE_RANGE)
@@ -573,8 +661,7 @@ static __always_inline long sharing_syscall_fd(struct pt_regs *regs, long id)
 	if (id == NR_IOCTL) {
 		unsigned int cmd = PT_REGS_PARM2_CORE_SYSCALL(regs);
 
-		return cmd == FICLONE || cmd == FICLONERANGE || cmd == FIDEDUPERANGE ?
-			       (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs) : -1;
+		return sharing_ioctl(cmd) ? (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs) : -1;
 	}
 	if (id == NR_FALLOCATE)
 		return (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs);

@@ -4,7 +4,7 @@
  *
  * The loader turns the extent map into flat arrays the BPF programs can
  * search without allocation:
- *   tracked   (dev, ino)  -> file id
+ *   tracked   dc_file_key -> file id
  *   files     file id     -> where its pages and segments live, its counts
  *   segments  per file, sorted by file page: runs of file pages that map to
  *             physical pages referenced by two or more (file, page) pairs;
@@ -36,7 +36,31 @@ struct dc_inode_key {
 	__u32 pad;
 };
 
+/*
+ * A tracked file as the kernel tells files apart: the superblock, the btrfs
+ * subvolume (a snapshot keeps its files' inode numbers), the inode number,
+ * and its generation (a reused inode number is another file) on the
+ * filesystems whose watched_sb_flags say the loader could read it.
+ */
+struct dc_file_key {
+	__u64 ino;
+	__u64 subvol; /* btrfs: the subvolume's root id; 0 elsewhere */
+	__u32 dev;    /* the superblock's s_dev, kernel encoding */
+	__u32 gen;    /* i_generation with DC_SB_GEN, else 0 */
+};
+
 #ifndef __VMLINUX_H__
+static inline int dc_file_key_cmp(const struct dc_file_key *a, const struct dc_file_key *b)
+{
+	if (a->dev != b->dev)
+		return a->dev < b->dev ? -1 : 1;
+	if (a->subvol != b->subvol)
+		return a->subvol < b->subvol ? -1 : 1;
+	if (a->ino != b->ino)
+		return a->ino < b->ino ? -1 : 1;
+	return a->gen < b->gen ? -1 : a->gen > b->gen;
+}
+
 /* The loaders' order of keys: by device, then inode. */
 static inline int dc_inode_key_cmp(const struct dc_inode_key *a, const struct dc_inode_key *b)
 {
@@ -105,6 +129,8 @@ struct dc_cgroup_stats {
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
 #define DC_MAX_WATCHED_SB 16
+/* watched_sb_flags: keys on this filesystem carry the inode generation. */
+#define DC_SB_GEN 0x1
 
 /* Global counters, in the programs' .bss (mmapped by the skeleton). */
 struct dc_totals {

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 #include "util.h"
 
 /* Entries of optional_progs[] below. */
-#define NOPTIONAL_PROGS 9
+#define NOPTIONAL_PROGS 14
 
 /* Room to grow before a change forces a reload with bigger maps. */
 #define HEADROOM(n, min) ((n) * 2 + (min))
@@ -25,7 +26,7 @@ struct capacity {
 
 /* Where a file's pages sat in the maps at the last sync. */
 struct file_layout {
-	struct dc_inode_key key;
+	struct dc_file_key key;
 	uint64_t bit_base, npages;
 };
 
@@ -51,7 +52,7 @@ struct engine {
 	struct file_layout *layout; /* by file id, of the last sync */
 	uint64_t nbits;
 	/* what was put in `tracked`, to take it out again */
-	struct dc_inode_key *keys;
+	struct dc_file_key *keys;
 	size_t nkeys;
 	/* window figures carried over a reload */
 	struct dc_totals carried;
@@ -93,16 +94,26 @@ static bool btf_has(const struct btf *btf, const char *name, int kind)
  */
 static const struct {
 	const char *prog, *lost;
+	/*
+	 * A filesystem's or feature's own tracepoint: a kernel without it has
+	 * no such filesystem or feature either, so nothing is lost to say.
+	 */
+	bool with_feature;
 } optional_progs[] = {
-	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed" },
-	{ "syscall_entered", "clones, dedupes, copy_file_range and fallocate are not noticed" },
-	{ "syscall_exited", "clones, dedupes, copy_file_range and fallocate are not noticed" },
-	{ "kswapd_woke", "machine-wide kswapd wake-ups are not shown" },
-	{ "direct_reclaim_began", "machine-wide direct reclaim stalls are not shown" },
-	{ "direct_reclaim_ended", "machine-wide direct reclaim stalls are not shown" },
-	{ "memcg_reclaim_began", "memory cgroup reclaim stalls are not shown" },
-	{ "memcg_reclaim_ended", "memory cgroup reclaim stalls are not shown" },
-	{ "lru_shrunk", "machine-wide pages reclaimed are not shown" },
+	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed", false },
+	{ "xfs_remapped", "XFS reflinks and dedupes made inside the kernel are not noticed", true },
+	{ "xfs_cow_ended", "XFS copy-on-write writes (O_DIRECT ones too) are not noticed", true },
+	{ "xfs_extents_swapped", "XFS extent swaps are not noticed", true },
+	{ "xfs_ranges_exchanged", "XFS range exchanges are not noticed", true },
+	{ "btrfs_ordered_done", "btrfs data writes (O_DIRECT ones too) are not noticed", true },
+	{ "syscall_entered", "clones, dedupes, copy_file_range and fallocate are not noticed", false },
+	{ "syscall_exited", "clones, dedupes, copy_file_range and fallocate are not noticed", false },
+	{ "kswapd_woke", "machine-wide kswapd wake-ups are not shown", false },
+	{ "direct_reclaim_began", "machine-wide direct reclaim stalls are not shown", false },
+	{ "direct_reclaim_ended", "machine-wide direct reclaim stalls are not shown", false },
+	{ "memcg_reclaim_began", "memory cgroup reclaim stalls are not shown", false },
+	{ "memcg_reclaim_ended", "memory cgroup reclaim stalls are not shown", false },
+	{ "lru_shrunk", "machine-wide pages reclaimed are not shown", false },
 };
 _Static_assert(sizeof(optional_progs) / sizeof(optional_progs[0]) == NOPTIONAL_PROGS,
 	       "NOPTIONAL_PROGS");
@@ -123,13 +134,36 @@ static const char *tracepoint_of(const struct bpf_program *prog)
 	return slash ? slash + 1 : sec;
 }
 
-/* The kernel's BTF names a type btf_trace_<tp> for every tracepoint it has. */
+/*
+ * The kernel's BTF names a type btf_trace_<tp> for every tracepoint it
+ * has, the modules' BTF (/sys/kernel/btf/<module>) for theirs: a
+ * filesystem built as a module (Debian's XFS and btrfs) has its own.
+ */
 static bool kernel_has_tracepoint(const struct btf *btf, const char *tp)
 {
-	char name[128];
+	char name[128], path[300];
+	struct dirent *d;
+	bool found;
+	DIR *dir;
 
 	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	return btf_has(btf, name, BTF_KIND_TYPEDEF);
+	if (btf_has(btf, name, BTF_KIND_TYPEDEF))
+		return true;
+	if (kernel_btf_path() || !(dir = opendir("/sys/kernel/btf")))
+		return false; /* a custom BTF stands for the whole kernel */
+	found = false;
+	while (!found && (d = readdir(dir))) {
+		struct btf *mod;
+
+		if (d->d_name[0] == '.' || !strcmp(d->d_name, "vmlinux"))
+			continue;
+		snprintf(path, sizeof(path), "/sys/kernel/btf/%s", d->d_name);
+		mod = btf__parse_split(path, (struct btf *)btf);
+		found = mod && btf_has(mod, name, BTF_KIND_TYPEDEF);
+		btf__free(mod);
+	}
+	closedir(dir);
+	return found;
 }
 
 int engine_probe(void)
@@ -254,8 +288,9 @@ static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 
 		if (btf && !kernel_has_tracepoint(btf, tracepoint_of(prog))) {
 			e->lacking[i] = true;
-			msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
-			    optional_progs[i].lost);
+			if (!optional_progs[i].with_feature)
+				msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
+				    optional_progs[i].lost);
 		}
 		if (e->lacking[i])
 			bpf_program__set_autoload(prog, false);
@@ -384,23 +419,43 @@ static int update_batch(struct bpf_map *map, const void *keys, const void *value
 	return bpf_map_update_batch(bpf_map__fd(map), keys, values, &count, &opts);
 }
 
-/* The filesystems of the scanned files, for the programs' cheap first test. */
+/*
+ * The filesystems of the scanned files, for the programs' cheap first test,
+ * and whether their keys carry the inode generation: only where every
+ * scanned file of that filesystem told its generation, since the programs
+ * read it from every inode there.
+ */
 static void set_watched_sb(struct engine *e, const struct scan *s)
 {
-	uint32_t *sb = e->skel->bss->watched_sb, n = 0;
+	uint32_t *sb = e->skel->bss->watched_sb, *flags = e->skel->bss->watched_sb_flags, n = 0;
 
 	for (size_t i = 0; i < s->nfiles && n <= DC_MAX_WATCHED_SB; i++) {
 		uint32_t k = 0;
 
 		while (k < n && sb[k] != s->files[i].sb_dev)
 			k++;
-		if (k == n && n < DC_MAX_WATCHED_SB)
+		if (k == n && n < DC_MAX_WATCHED_SB) {
 			sb[n] = s->files[i].sb_dev;
+			flags[n] = DC_SB_GEN;
+		}
 		if (k == n)
 			n++;
+		if (k < DC_MAX_WATCHED_SB && !s->files[i].has_gen)
+			flags[k] &= ~DC_SB_GEN;
 	}
-	/* More filesystems than the filter holds: 0 turns it off. */
+	/* More filesystems than the filter holds: 0 turns it off (and generations). */
 	e->skel->bss->nwatched_sb = n <= DC_MAX_WATCHED_SB ? n : 0;
+}
+
+/* A scanned file's key, as the programs build it (set_watched_sb first). */
+static struct dc_file_key file_key(const struct engine *e, const struct scanned_file *f)
+{
+	struct dc_file_key key = { .ino = f->ino, .subvol = f->subvol, .dev = f->sb_dev };
+
+	for (uint32_t k = 0; k < e->skel->bss->nwatched_sb; k++)
+		if (e->skel->bss->watched_sb[k] == f->sb_dev && (e->skel->bss->watched_sb_flags[k] & DC_SB_GEN))
+			key.gen = f->gen;
+	return key;
 }
 
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
@@ -430,7 +485,7 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 
 	e->layout = xrealloc(e->layout, s->nfiles ? s->nfiles : 1, sizeof(*e->layout));
 	for (size_t i = 0; i < s->nfiles; i++) {
-		struct dc_inode_key key = { .ino = s->files[i].ino, .dev = s->files[i].sb_dev };
+		struct dc_file_key key = file_key(e, &s->files[i]);
 		uint32_t id = i;
 
 		e->files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
@@ -461,7 +516,7 @@ static unsigned page_bits(const struct engine *e, uint64_t page)
 
 static int cmp_layout(const void *a, const void *b)
 {
-	return dc_inode_key_cmp(&((const struct file_layout *)a)->key,
+	return dc_file_key_cmp(&((const struct file_layout *)a)->key,
 				&((const struct file_layout *)b)->key);
 }
 
@@ -498,7 +553,7 @@ static void restore_cgroup_slots(struct engine *e, const struct cgroup_memo *mem
 	e->skel->bss->totals.ncgroups = memo->nslots;
 }
 
-static const uint16_t *memo_file(const struct cgroup_memo *memo, const struct dc_inode_key *key,
+static const uint16_t *memo_file(const struct cgroup_memo *memo, const struct dc_file_key *key,
 				 uint64_t *npages)
 {
 	struct file_layout probe = { .key = *key };

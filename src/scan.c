@@ -8,11 +8,15 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
+#include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include "scan.h"
 #include "util.h"
 
@@ -79,9 +83,9 @@ static bool inode_set_add(struct inode_set *s, uint64_t dev, uint64_t ino)
 struct mount_table {
 	size_t n;
 	struct { uint64_t id; uint32_t sb_dev; } *m;
-	/* st_dev -> sb_dev answers so far: one statx per filesystem, not per file */
+	/* st_dev answers so far: one statx (and ioctl) per filesystem or subvolume, not per file */
 	size_t ndevs;
-	struct { uint64_t st_dev; uint32_t sb_dev; } *devs;
+	struct dev_info { uint64_t st_dev; uint32_t sb_dev; uint64_t subvol; } *devs;
 };
 
 static void mount_table_load(struct mount_table *t)
@@ -130,17 +134,34 @@ static uint32_t sb_dev_lookup(struct scan *s, int fd, const struct stat *st)
 	return (major(st->st_dev) << 20) | minor(st->st_dev);
 }
 
-static uint32_t sb_dev_of(struct scan *s, int fd, const struct stat *st)
+/*
+ * A btrfs subvolume's root id: snapshots keep their files' inode numbers,
+ * so the kernel tells them apart by subvolume.  Every file of one st_dev is
+ * in one subvolume (btrfs reports the subvolume's own device).  The lookup
+ * of the fd's own subvolume (tree 0, the first free objectid) needs no
+ * privilege.  0 on other filesystems.
+ */
+static uint64_t subvol_of(int fd)
+{
+	struct btrfs_ioctl_ino_lookup_args args = { .treeid = 0, .objectid = BTRFS_FIRST_FREE_OBJECTID };
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) || sfs.f_type != BTRFS_SUPER_MAGIC)
+		return 0;
+	return ioctl(fd, BTRFS_IOC_INO_LOOKUP, &args) ? 0 : args.treeid;
+}
+
+static const struct dev_info *dev_info_of(struct scan *s, int fd, const struct stat *st)
 {
 	struct mount_table *t = s->mounts;
 
 	for (size_t i = 0; i < t->ndevs; i++)
 		if (t->devs[i].st_dev == st->st_dev)
-			return t->devs[i].sb_dev;
+			return &t->devs[i];
 	t->devs = xrealloc(t->devs, t->ndevs + 1, sizeof(*t->devs));
-	t->devs[t->ndevs].st_dev = st->st_dev;
-	t->devs[t->ndevs].sb_dev = sb_dev_lookup(s, fd, st);
-	return t->devs[t->ndevs++].sb_dev;
+	t->devs[t->ndevs] = (struct dev_info){ .st_dev = st->st_dev, .sb_dev = sb_dev_lookup(s, fd, st),
+					       .subvol = subvol_of(fd) };
+	return &t->devs[t->ndevs++];
 }
 
 /* ---- extents ---- */
@@ -363,6 +384,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	struct stat before, after;
 	unsigned P = s->page_size;
 	int fd, ret = 0;
+	long gen = 0; /* the ioctl is declared with a long; kernels write an int */
 
 	/* Hard links: the first path seen names the inode. */
 	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
@@ -412,7 +434,13 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		skip_errno(s, o, path, -ret);
 		return;
 	}
-	f.sb_dev = sb_dev_of(s, fd, &before);
+	const struct dev_info *dev = dev_info_of(s, fd, &before);
+
+	f.sb_dev = dev->sb_dev;
+	f.subvol = dev->subvol;
+	/* i_generation: a reused inode number is another file (XFS, btrfs, ext4 have it). */
+	f.has_gen = ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
+	f.gen = f.has_gen ? (uint32_t)gen : 0;
 	close(fd);
 	if (f.no_fiemap)
 		s->skipped.no_fiemap++;

@@ -18,6 +18,9 @@ struct scanned_file {
 	uint64_t st_dev;        /* as stat(2) reports it */
 	uint64_t ino;
 	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
+	uint64_t subvol;        /* btrfs: the subvolume's root id; 0 elsewhere */
+	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
+	bool has_gen;
 	uint64_t size;
 	struct timespec ctime;  /* when it was read: a later one means it changed */
 	uint64_t npages;        /* ceil(size / page size) */

@@ -9,7 +9,10 @@ extent map, mincore() on a shared read-only mmap for residency, and plain
 per-page dicts.  Only meant for small test trees.  Standard library only.
 
 Definitions (P = page size):
-  * a file page i maps to physical page (st_dev, (phys + i*P - logical)//P)
+  * a file page i maps to physical page (fs, (phys + i*P - logical)//P),
+    fs being the filesystem's identity: a btrfs filesystem's fsid (all its
+    subvolumes and snapshots are one physical address space, though each
+    has its own st_dev), elsewhere st_dev
     when the extent holding byte i*P has none of the "unmappable" flags,
     (phys - logical) % P == 0 and the extent reaches min((i+1)*P, size);
   * a copy is a resident page that maps to a physical page;
@@ -210,9 +213,23 @@ def scan_file(path, st, top):
                 raise
             ext, has_fiemap = [], False
         res = resident_vector(fd, fst.st_size)
-        return ext, has_fiemap, res, fst
+        return ext, has_fiemap, res, fst, fs_identity(fd, fst)
     finally:
         os.close(fd)
+
+
+BTRFS_IOC_FS_INFO = 0x8400941F         # _IOR(0x94, 31, 1024 bytes)
+
+
+def fs_identity(fd, st):
+    """Which physical address space the file's extents are in, found
+    without /proc/self/mountinfo: btrfs answers its fsid, else st_dev."""
+    buf = bytearray(1024)
+    try:
+        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf, True)
+    except OSError:
+        return ('dev', st.st_dev)
+    return ('btrfs', bytes(buf[16:32]))
 
 
 def page_map(ext, size, dev):
@@ -246,7 +263,7 @@ def compute(paths, one_fs=False):
     recs = []
     for path, st, top in files:
         try:
-            ext, has_fiemap, res, fst = scan_file(path, st, top)
+            ext, has_fiemap, res, fst, fs = scan_file(path, st, top)
         except FileNotFoundError:
             skipped['vanished'] += 1
             continue
@@ -264,7 +281,7 @@ def compute(paths, one_fs=False):
             'dev': fst.st_dev, 'ino': fst.st_ino, 'path': path,
             'cached_bytes': P * sum(res),
             'shared_bytes': shared_bytes(ext, fst.st_size),
-            'map': page_map(ext, fst.st_size, fst.st_dev),
+            'map': page_map(ext, fst.st_size, fs),
             'res': res,
         })
 

@@ -13,6 +13,7 @@ line "integration: N passed, N failed, N skipped"; exits 1 if any failed.
 import argparse
 import ctypes
 import json
+import mmap
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ import oracle                                           # noqa: E402
 import fsimg                                            # noqa: E402
 from fsimg import (LoopFs, TmpFs, MiB, PAGE, spawn, make_file,  # noqa: E402
                    reflink, clone_range, read_range, drop, write_at, data,
-                   cold, run)
+                   cold, run, sync_fs)
 from harness import Fail, Skip, Suite, check            # noqa: E402
 
 FSTYPES = ('xfs', 'btrfs')
@@ -642,6 +643,83 @@ def w_new_clone(fs, m):
           'oracle totals %s' % want['totals'])
     check(j['peak_dup_bytes'] == 16 * MiB, 'peak_dup_bytes %s, want %s' % (
         mib(j['peak_dup_bytes']), mib(16 * MiB)))
+
+
+def btrfs_snapshots(m, size, names=('s1', 's2')):
+    """A subvolume sv holding one file, and snapshots of it: the layout of
+    snapshot-per-layer container storage.  Returns the files' paths."""
+    run(['btrfs', '-q', 'subvolume', 'create', m + '/sv'])
+    make_file(m + '/sv/a', size, seed=3)
+    sync_fs(m)
+    for n in names:
+        run(['btrfs', '-q', 'subvolume', 'snapshot', m + '/sv', m + '/' + n])
+    return [m + '/sv/a'] + ['%s/%s/a' % (m, n) for n in names]
+
+
+@test('snapshot_btrfs_subvolumes')
+def t_btrfs_snapshots():
+    # Snapshots keep their files' inode numbers; each is a file of its own,
+    # and all are one physical address space: sharing across them counts.
+    with LoopFs('btrfs') as m:
+        paths = btrfs_snapshots(m, 8 * MiB)
+        cold(m)
+        for p in paths:
+            read_range(p)
+        want = oracle.compute([m])
+        check(want['totals']['files'] == 3 and
+              want['totals']['dup_bytes'] == 16 * MiB and
+              want['totals']['cached_bytes'] == 24 * MiB,
+              'oracle totals %s' % want['totals'])
+        got, _ = snapshot([m])
+        compare(got, want, 'report on a subvolume and two snapshots')
+
+
+@test('watch_btrfs_snapshots')
+def t_watch_btrfs_snapshots():
+    with LoopFs('btrfs') as m:
+        paths = btrfs_snapshots(m, 8 * MiB)
+        cold(m)
+        w = Watch([m], 3)
+        w.wait_ready()
+        for p in paths:
+            read_range(p)
+        # a snapshot taken during the window is noticed and counted
+        run(['btrfs', '-q', 'subvolume', 'snapshot', m + '/sv', m + '/s3'])
+        read_range(m + '/s3/a')
+        j = w.finish()
+        want = check_watch_end(j, m, 'end of window')
+        check(want['totals']['files'] == 4 and
+              want['totals']['dup_bytes'] == 24 * MiB,
+              'oracle totals %s' % want['totals'])
+        check(j['window']['untracked_files'] == 0 and
+              j['peak_dup_bytes'] == 24 * MiB,
+              'untracked %s, peak %s' % (j['window']['untracked_files'],
+                                         mib(j['peak_dup_bytes'])))
+
+
+@watch_test('watch_odirect_cow')
+def w_odirect_cow(fs, m):
+    # VM images with cache=none: an O_DIRECT write into a clone moves its
+    # blocks without dirtying a page; the filesystem's own tracepoint says so.
+    a, b = m + '/a', m + '/b'
+    make_file(a, 16 * MiB, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    w = Watch([m], 3)
+    w.wait_ready()
+    buf = mmap.mmap(-1, 4 * MiB)
+    buf.write(data(4 * MiB, 9))
+    fd = os.open(b, os.O_WRONLY | os.O_DIRECT)
+    try:
+        check(os.pwritev(fd, [buf], 2 * MiB) == 4 * MiB, 'short O_DIRECT write')
+    finally:
+        os.close(fd)
+    j = w.finish()
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 12 * MiB,
+          'oracle dup %s' % mib(want['totals']['dup_bytes']))
 
 
 @test('fresh_machine_namespace', needs_bin=False)

@@ -251,8 +251,8 @@ def fair(paths):
     files, _ = oracle.walk(paths)
     recs = []
     for path, st, top in files:
-        ext, _, res, fst = oracle.scan_file(path, st, top)
-        recs.append((path, oracle.page_map(ext, fst.st_size, fst.st_dev), res,
+        ext, _, res, fst, fs = oracle.scan_file(path, st, top)
+        recs.append((path, oracle.page_map(ext, fst.st_size, fs), res,
                      oracle.shared_bytes(ext, fst.st_size)))
     copies = {}
     for _, m, res, _ in recs:
