@@ -5,8 +5,13 @@
 #include "tracker.h"
 #include "util.h"
 
-/* A change is acted on after this much quiet, so a burst costs one rescan. */
+/*
+ * A change is acted on after this much quiet, so a burst costs one rescan,
+ * but never later than REFRESH_MAX_DELAY_NS after the first change it
+ * holds back: a file written every 100 ms must not starve the rebuild.
+ */
 #define REFRESH_SETTLE_NS 200000000LL
+#define REFRESH_MAX_DELAY_NS 1000000000LL
 
 static void survey(struct tracker *t, const struct scan_opts *opts)
 {
@@ -54,7 +59,7 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	 * files' ctime.
 	 */
 	if (changed_since_scan(&t->scan))
-		t->changed_at = monotonic_ns();
+		t->changed_at = t->pending_since = monotonic_ns();
 	return EXIT_OK;
 }
 
@@ -66,10 +71,13 @@ int tracker_poll(struct tracker *t, bool now)
 	struct scan old = t->scan;
 
 	if (changes != t->seen_changes) {
+		if (!t->changed_at)
+			t->pending_since = clock;
 		t->changed_at = clock;
 		t->seen_changes = changes;
 	}
-	if (!t->changed_at || (!now && clock - t->changed_at < REFRESH_SETTLE_NS))
+	if (!t->changed_at || (!now && clock - t->changed_at < REFRESH_SETTLE_NS &&
+			       clock - t->pending_since < REFRESH_MAX_DELAY_NS))
 		return EXIT_OK;
 	t->changed_at = 0;
 	t->seen_changes = engine_changes(t->engine);

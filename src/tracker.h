@@ -23,7 +23,8 @@ struct tracker {
 	int npaths;
 	struct scan_opts opts;
 	uint64_t seen_changes;
-	long long changed_at;
+	long long changed_at;     /* last change not yet acted on; 0: none */
+	long long pending_since;  /* first change not yet acted on */
 };
 
 /* Scan, build the map, start the engine.  EXIT_OK or an exit code (said). */

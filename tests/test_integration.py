@@ -722,6 +722,41 @@ def w_odirect_cow(fs, m):
           'oracle dup %s' % mib(want['totals']['dup_bytes']))
 
 
+@watch_test('watch_rebuild_under_constant_writes')
+def w_constant_writes(fs, m):
+    # A log appended every 100 ms changes a tracked file all the time; the
+    # rebuilds must still come, at most a second after the change they
+    # wait for, not only at the end of the window.
+    log_path = m + '/log'
+    make_file(log_path, 64 << 10, seed=2)
+    make_file(m + '/a', 4 * MiB, seed=1)
+    cold(m, fs)
+    w = Watch([m], 4)
+    w.wait_ready()
+    stop = threading.Event()
+
+    def writer():
+        with open(log_path, 'ab') as f:
+            while not stop.wait(0.1):
+                f.write(data(4096, 7))
+                f.flush()
+    th = threading.Thread(target=writer, daemon=True)
+    th.start()
+    try:
+        reflink(m + '/a', m + '/b')
+        read_range(m + '/a')
+        read_range(m + '/b')
+        j = w.finish()
+    finally:
+        stop.set()
+        th.join(10)
+    check(j['window']['refreshes'] >= 3, 'window.refreshes %s in 4 s of '
+          'writes every 100 ms: the rebuild starved' % j['window']['refreshes'])
+    want = check_watch_end(j, m, 'end of window')
+    check(want['totals']['dup_bytes'] == 4 * MiB, 'oracle dup %s'
+          % mib(want['totals']['dup_bytes']))
+
+
 @test('fresh_machine_namespace', needs_bin=False)
 def t_fresh_namespace():
     # The suites run where a fresh machine stands: neither tracefs nor
