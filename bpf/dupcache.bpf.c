@@ -113,6 +113,28 @@ struct {
 	__type(value, __u64);
 } reclaim_start SEC(".maps");
 
+/*
+ * Not used by any program: an update of an ARRAY_OF_MAPS from userspace
+ * returns only after an RCU grace period (the kernel's
+ * maybe_wait_bpf_programs()), so every program that ran before it, under
+ * the old `paused`, has finished.  That is the loader's barrier.
+ */
+struct grace_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} grace_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct grace_inner);
+} grace SEC(".maps") = {
+	.values = { [0] = &grace_inner },
+};
+
 struct dc_totals totals;
 const volatile __u32 page_shift = 12;
 /* Set by the loader while it rewrites the maps; accounting waits. */
@@ -189,8 +211,9 @@ struct range_ctx {
 	struct dc_file *file;
 	__u64 index;        /* first page of the range */
 	int delta;          /* +1 page added, -1 page removed */
-	__u32 cgroup;       /* slot of the folio's memory cgroup */
+	__u32 cgroup;       /* adds: slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
+	bool seeding;       /* the loader's replay of mincore, not an event */
 	/* Cursor on the segment found last: folios walk pages in order. */
 	__u64 seg_lpage;
 	__u64 seg_end;
@@ -267,15 +290,28 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	}
 }
 
-/* A page's new state bits, unless the event changes nothing (seeding raced it). */
+/*
+ * A page's new state bits; false when the page's counts do not change: an
+ * add of a resident page, a removal of one that is not (that still marks
+ * it GONE), and a seeded add of a page an event touched since the fill
+ * (the event is newer than the seed's mincore).
+ */
 static __always_inline bool next_state(struct range_ctx *c, __u64 old, __u64 *new)
 {
 	if (c->delta > 0) {
+		if ((old & DC_PAGE_RESIDENT) || (c->seeding && (old & DC_PAGE_GONE))) {
+			*new = old;
+			return false;
+		}
 		*new = DC_PAGE_RESIDENT | (c->cgroup == DC_CGROUP_UNKNOWN ? DC_PAGE_NO_CGROUP : 0);
-		return !(old & DC_PAGE_RESIDENT);
+		return true;
+	}
+	if (!(old & DC_PAGE_RESIDENT)) {
+		*new = old | DC_PAGE_GONE;
+		return false;
 	}
 	*new = c->reclaim ? DC_PAGE_RECLAIMED : 0;
-	return old & DC_PAGE_RESIDENT;
+	return true;
 }
 
 /*
@@ -308,26 +344,34 @@ static int account_page(__u32 i, struct range_ctx *c)
 	for (int try = 0; try < 8; try++) {
 		bits = (old >> shift) & 0xf;
 		change = next_state(c, bits, &new);
-		if (!change)
+		if (new == bits)
 			return 0;
 		seen = __sync_val_compare_and_swap(w, old, (old & ~(0xfULL << shift)) | (new << shift));
 		if (seen == old)
 			break;
 		old = seen;
-		change = false;
+		if (try == 7) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return 0;
+		}
 	}
-	if (!change) {
-		__sync_fetch_and_add(&totals.missing_entry, 1);
+	if (!change)
 		return 0;
-	}
-	if (c->delta > 0) {
+	{
 		__u32 cw = entry / 4;
+		__u16 *tag;
 		__u64 *tags = bpf_map_lookup_elem(&page_cgroup, &cw);
 
-		if (tags)
-			*((__u16 *)tags + (entry & 3)) = slot;
-	} else if (bits & DC_PAGE_NO_CGROUP) {
-		slot = DC_CGROUP_UNKNOWN; /* it was counted there */
+		if (!tags) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return 0;
+		}
+		tag = (__u16 *)tags + (entry & 3);
+		/* A removal goes to the cgroup its add was counted in. */
+		if (c->delta > 0)
+			*tag = slot;
+		else
+			slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : *tag;
 	}
 	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
 	if (c->delta > 0) {
@@ -357,10 +401,10 @@ static int account_page(__u32 i, struct range_ctx *c)
 }
 
 static __always_inline void account_range(struct dc_file *file, __u64 index, __u64 npages,
-					  int delta, __u32 cgroup, bool reclaim)
+					  int delta, __u32 cgroup, bool reclaim, bool seeding)
 {
 	struct range_ctx c = { .file = file, .index = index, .delta = delta,
-			       .cgroup = cgroup, .reclaim = reclaim };
+			       .cgroup = cgroup, .reclaim = reclaim, .seeding = seeding };
 
 	/* Order-0 folios are the common case: no loop for them. */
 	if (npages == 1)
@@ -406,7 +450,7 @@ static __always_inline __u32 *tracked_file(struct inode *inode)
 #define PF_MEMALLOC 0x00000800 /* set by every reclaimer: kswapd, direct, memcg, DAMON */
 
 /* The slot of a memory cgroup, handed out on first sight (bounded). */
-static __always_inline __u32 cgroup_slot(struct folio *folio)
+static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 {
 	/* Page cache folios point at their mem_cgroup; the low bits are flags. */
 	struct mem_cgroup *memcg = (struct mem_cgroup *)(folio->memcg_data & ~3UL);
@@ -433,17 +477,21 @@ static __always_inline __u32 cgroup_slot(struct folio *folio)
 	}
 	new = __sync_fetch_and_add(&totals.ncgroups, 1) + 1;
 	if (new >= DC_MAX_CGROUPS) {
-		__sync_fetch_and_add(&totals.cgroups_full, 1);
+		__sync_fetch_and_add(&totals.cgroups_full, npages);
 		return DC_CGROUP_UNKNOWN;
 	}
-	cg = bpf_map_lookup_elem(&cgroup_stats, &new);
-	if (cg)
-		cg->id = id;
-	/* Lost a race for the same cgroup: use the winner's slot. */
+	/*
+	 * Lost a race for the same cgroup: use the winner's slot.  The slot
+	 * taken stays without an id (and without pages), so no two slots
+	 * ever name one cgroup.
+	 */
 	if (bpf_map_update_elem(&cgroup_slots, &id, &new, BPF_NOEXIST)) {
 		slot = bpf_map_lookup_elem(&cgroup_slots, &id);
 		return slot ? *slot : DC_CGROUP_UNKNOWN;
 	}
+	cg = bpf_map_lookup_elem(&cgroup_stats, &new);
+	if (cg)
+		cg->id = id;
 	return new;
 }
 
@@ -483,11 +531,12 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		note_change();
 		return 0;
 	}
-	/* A folio is still charged when it leaves the page cache. */
-	cgroup = cgroup_slot(folio);
-	if (delta < 0)
+	/* Adds are tagged with the folio's cgroup; a removal goes where its add went. */
+	if (delta > 0)
+		cgroup = cgroup_slot(folio, npages);
+	else
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
-	account_range(file, folio->index, npages, delta, cgroup, reclaim);
+	account_range(file, folio->index, npages, delta, cgroup, reclaim, false);
 	return 0;
 }
 
@@ -780,6 +829,6 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (!file)
 		return -1;
-	account_range(file, ctx->index, npages, 1, ctx->cgroup, false);
+	account_range(file, ctx->index, npages, 1, ctx->cgroup, false, true);
 	return 0;
 }

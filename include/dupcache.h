@@ -118,14 +118,17 @@ struct dc_cgroup_stats {
 
 /*
  * Per tracked page, four bits in `pages` (sixteen pages to a word): resident,
- * removed by reclaim last (its next add is a refault), and counted in the
- * unknown cgroup (seeded without one).
+ * removed by reclaim last (its next add is a refault), counted in the
+ * unknown cgroup (seeded without one), and removed while not counted
+ * resident (since the maps were filled: the seeding, whose mincore may
+ * predate that removal, must not count it).
  */
 #define DC_PAGE_BITS 4
 #define DC_PAGES_PER_WORD 16
 #define DC_PAGE_RESIDENT 0x1
 #define DC_PAGE_RECLAIMED 0x2
 #define DC_PAGE_NO_CGROUP 0x4
+#define DC_PAGE_GONE 0x8
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
 #define DC_MAX_WATCHED_SB 16
@@ -146,7 +149,7 @@ struct dc_totals {
 	__u64 reclaimed;      /* tracked pages removed by reclaim */
 	__u64 refaults;       /* tracked pages added again after reclaim removed them */
 	__u64 ncgroups;       /* cgroup slots handed out (slot 0 excluded) */
-	__u64 cgroups_full;   /* pages charged to a cgroup that found no slot */
+	__u64 cgroups_full;   /* pages added for a cgroup that found no slot */
 	/* Reclaim on the whole machine (mm_vmscan_* tracepoints). */
 	__u64 kswapd_wakes;
 	__u64 direct_stalls;  /* direct reclaim, ended */

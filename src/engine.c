@@ -599,6 +599,21 @@ static int seed(struct engine *e, const struct scan *s, const struct cgroup_memo
 	return 0;
 }
 
+/*
+ * Wait until every program that may have read `paused` before it was set
+ * has returned: an update of an ARRAY_OF_MAPS returns after an RCU grace
+ * period, and the programs run inside RCU read-side sections.
+ */
+static int grace_period(struct engine *e)
+{
+	int inner = bpf_map__fd(e->skel->maps.grace_inner);
+	uint32_t zero = 0;
+
+	if (bpf_map_update_elem(bpf_map__fd(e->skel->maps.grace), &zero, &inner, BPF_ANY))
+		return bpf_load_error(-errno, "waiting for the engine's programs");
+	return 0;
+}
+
 int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 {
 	struct capacity want = need(s, m);
@@ -617,9 +632,8 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 			restore_cgroup_slots(e, &memo);
 	} else {
 		e->skel->bss->paused = 1;
-		/* Let programs already past the paused check finish. */
-		usleep(10000);
-		err = 0;
+		/* Programs already past the paused check finish first. */
+		err = grace_period(e);
 	}
 	if (!err) {
 		err = fill_maps(e, s, m);

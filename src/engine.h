@@ -51,15 +51,26 @@ struct engine_sample {
 };
 void engine_sample(const struct engine *e, struct engine_sample *out);
 
-/* Resident pages: what was added since the last sync less what went. */
+/*
+ * Resident pages: what was added since the last sync less what went.
+ * `removed` is read first: a page's removal is counted after its add, so
+ * an add and removal between the two reads cannot make the result negative.
+ */
+static inline uint64_t engine_resident(const __u64 *added, const __u64 *removed)
+{
+	uint64_t r = __atomic_load_n(removed, __ATOMIC_ACQUIRE);
+
+	return __atomic_load_n(added, __ATOMIC_ACQUIRE) - r;
+}
+
 static inline uint64_t engine_file_resident(const struct dc_file *f)
 {
-	return __atomic_load_n(&f->added, __ATOMIC_RELAXED) - __atomic_load_n(&f->removed, __ATOMIC_RELAXED);
+	return engine_resident(&f->added, &f->removed);
 }
 
 static inline uint64_t engine_cgroup_resident(const struct dc_cgroup_stats *c)
 {
-	return __atomic_load_n(&c->added, __ATOMIC_RELAXED) - __atomic_load_n(&c->removed, __ATOMIC_RELAXED);
+	return engine_resident(&c->added, &c->removed);
 }
 /*
  * Each resident copy of a physical page held c times carries (c - 1) / c of a
