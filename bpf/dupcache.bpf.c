@@ -194,6 +194,24 @@ static __always_inline void note_change(void)
 	__sync_fetch_and_add(&totals.changes, 1);
 }
 
+/*
+ * Changes of the block map of one tracked file: the loader re-reads that
+ * file and its sharing group only.  A change that may touch files the
+ * programs cannot name (a clone's source, a dedupe's targets, a snapshot)
+ * is a tree change: everything is re-read.
+ */
+static __always_inline void note_file_change(struct dc_file *file)
+{
+	file->blocks_changed = 1;
+	note_change();
+}
+
+static __always_inline void note_tree_change(void)
+{
+	__sync_fetch_and_add(&totals.tree_changes, 1);
+	note_change();
+}
+
 static __always_inline void raise_peak(__u64 dup)
 {
 	/* Bounded compare-and-swap: a lost race only under-reports by one. */
@@ -328,7 +346,7 @@ static int account_page(__u32 i, struct range_ctx *c)
 	if (idx >= c->file->npages) {
 		/* Grown since the scan: the loader must map it first. */
 		__sync_fetch_and_add(&totals.beyond_map, 1);
-		note_change();
+		note_file_change(c->file);
 		return 1;
 	}
 	entry = c->file->bit_base + idx;
@@ -374,7 +392,12 @@ static int account_page(__u32 i, struct range_ctx *c)
 			slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : *tag;
 	}
 	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
-	if (c->delta > 0) {
+	if (c->seeding) {
+		/* Resident, but no event: the window's counts leave it out. */
+		__sync_fetch_and_add(&c->file->resident_base, 1);
+		if (cg)
+			__sync_fetch_and_add(&cg->resident_base, 1);
+	} else if (c->delta > 0) {
 		__sync_fetch_and_add(&c->file->added, 1);
 		if (cg)
 			__sync_fetch_and_add(&cg->added, 1);
@@ -520,7 +543,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
 		if (!host->i_nlink ||
 		    folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift)
-			note_change();
+			note_file_change(file);
 	}
 	if (paused) {
 		__sync_fetch_and_add(&totals.paused_events, 1);
@@ -528,7 +551,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	}
 	if (npages > DC_MAX_FOLIO_PAGES) {
 		__sync_fetch_and_add(&totals.oversize_folio, 1);
-		note_change();
+		note_file_change(file);
 		return 0;
 	}
 	/* Adds are tagged with the folio's cgroup; a removal goes where its add went. */
@@ -562,11 +585,29 @@ int BPF_PROG(folio_removed, struct folio *folio)
  * the extents have changed).  Tracepoints only (tp_btf): they need no
  * ftrace trampolines, which locked-down kernels refuse, and no tracefs.
  */
+static __always_inline struct dc_file *tracked_dc_file(struct inode *inode)
+{
+	__u32 *fid = tracked_file(inode);
+
+	return fid ? bpf_map_lookup_elem(&files, fid) : NULL;
+}
+
+static __always_inline void note_inode_change(struct inode *inode)
+{
+	struct dc_file *file = tracked_dc_file(inode);
+
+	if (file)
+		note_file_change(file);
+}
+
+/* A write into a file that shares no page with another cannot change sharing. */
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)
 {
-	if (mapping && tracked_file(mapping->host))
-		note_change();
+	struct dc_file *file = mapping ? tracked_dc_file(mapping->host) : NULL;
+
+	if (file && file->group != DC_NO_GROUP)
+		note_file_change(file);
 	return 0;
 }
 
@@ -581,41 +622,37 @@ SEC("tp_btf/xfs_reflink_remap_blocks")
 int BPF_PROG(xfs_remapped, struct xfs_inode *src, xfs_fileoff_t soffset, xfs_filblks_t len,
 	     struct xfs_inode *dest)
 {
-	/* The destination may be new to the scan: any file of a watched fs counts. */
+	/* The destination may be new to the scan, the source newly shared. */
 	if (sb_watched(dest->i_vnode.i_sb->s_dev))
-		note_change();
+		note_tree_change();
 	return 0;
 }
 
 SEC("tp_btf/xfs_reflink_end_cow")
 int BPF_PROG(xfs_cow_ended, struct xfs_inode *ip)
 {
-	if (tracked_file(&ip->i_vnode))
-		note_change();
+	note_inode_change(&ip->i_vnode);
 	return 0;
 }
 
 SEC("tp_btf/xfs_swap_extent_before")
 int BPF_PROG(xfs_extents_swapped, struct xfs_inode *ip)
 {
-	if (tracked_file(&ip->i_vnode))
-		note_change();
+	note_inode_change(&ip->i_vnode);
 	return 0;
 }
 
 SEC("tp_btf/xfs_exchrange_before")
 int BPF_PROG(xfs_ranges_exchanged, struct xfs_inode *ip)
 {
-	if (tracked_file(&ip->i_vnode))
-		note_change();
+	note_inode_change(&ip->i_vnode);
 	return 0;
 }
 
 SEC("tp_btf/btrfs_ordered_extent_remove")
 int BPF_PROG(btrfs_ordered_done, struct btrfs_inode *inode)
 {
-	if (tracked_file(&inode->vfs_inode))
-		note_change();
+	note_inode_change(&inode->vfs_inode);
 	return 0;
 }
 
@@ -747,7 +784,7 @@ int BPF_PROG(syscall_exited)
 	if (bpf_map_lookup_elem(&changing, &tid)) {
 		bpf_map_delete_elem(&changing, &tid);
 		__sync_fetch_and_sub(&changing_threads, 1);
-		note_change();
+		note_tree_change();
 	}
 	return 0;
 }

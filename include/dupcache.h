@@ -81,10 +81,13 @@ struct dc_file {
 	__u32 seg_first;
 	__u32 seg_count;
 	__u32 group;     /* sharing group id, DC_NO_GROUP when it has none */
-	__u32 pad;
-	/* counts since the last sync, of pages whose residency changed;
-	 * resident pages = added - removed */
-	__u64 added;     /* pages added to the page cache (seeding included) */
+	__u32 blocks_changed; /* set by the programs: re-read this file's extents */
+	/*
+	 * Events over the window (the loader carries them across rebuilds);
+	 * resident pages = resident_base + added - removed
+	 */
+	__u64 resident_base; /* seeded pages, less the carried added - removed */
+	__u64 added;     /* pages added to the page cache */
 	__u64 removed;   /* pages removed from the page cache */
 	__u64 reclaimed; /* of those removed, by reclaim (kswapd, direct, memcg, proactive) */
 	__u64 refaults;  /* of those added, pages reclaim had removed */
@@ -110,7 +113,8 @@ struct dc_group_stats {
 #define DC_CGROUP_UNKNOWN 0
 struct dc_cgroup_stats {
 	__u64 id;        /* cgroup id (its kernfs inode number) */
-	__u64 added;     /* resident pages = added - removed (since the last sync) */
+	__u64 resident_base; /* resident pages = resident_base + added - removed */
+	__u64 added;     /* events over the window, as for dc_file */
 	__u64 removed;
 	__u64 reclaimed;
 	__u64 refaults;
@@ -142,6 +146,7 @@ struct dc_totals {
 	__u64 added;          /* pages of tracked files added (events) */
 	__u64 removed;
 	__u64 changes;        /* sharing of a tracked file may have changed */
+	__u64 tree_changes;   /* of those, ones that may touch any file (re-read all) */
 	__u64 beyond_map;     /* tracked pages past the mapped size */
 	__u64 oversize_folio; /* folios larger than DC_MAX_FOLIO_PAGES */
 	__u64 paused_events;  /* events seen while the loader was rebuilding */

@@ -16,6 +16,7 @@
 
 /* Entries of optional_progs[] below. */
 #define NOPTIONAL_PROGS 14
+#define NCHANGE_PROGS 8
 
 /* Room to grow before a change forces a reload with bigger maps. */
 #define HEADROOM(n, min) ((n) * 2 + (min))
@@ -28,14 +29,20 @@ struct capacity {
 struct file_layout {
 	struct dc_file_key key;
 	uint64_t bit_base, npages;
+	uint32_t id;
 };
 
-/* Page cgroup slots of the last sync, carried into the next one. */
-struct cgroup_memo {
+/*
+ * What the last sync's maps held that the next one carries over: each
+ * page's cgroup slot, the cgroups' slots and counters, the files' counters
+ * (found again by key: file ids change).
+ */
+struct sync_memo {
 	struct file_layout *files;  /* sorted by key */
 	size_t nfiles;
+	struct dc_file *counts;     /* by old file id */
 	uint16_t *slots;            /* by old bit */
-	uint64_t ids[DC_MAX_CGROUPS];
+	struct dc_cgroup_stats cgroups[DC_MAX_CGROUPS];
 	uint64_t nslots;
 };
 
@@ -59,11 +66,14 @@ struct engine {
 	uint64_t refreshes, untracked;
 	/* counts handed out by engine_counts(), sized by the last sync */
 	uint64_t *file_resident, *group_dup;
+	/* each file id's id before the last sync, or -1 */
+	int64_t *prev_id;
 	size_t nfiles, ngroups;
 	bool started;
 	/* optional programs the kernel lacks, decided (and said) at the first load */
 	bool lacking[NOPTIONAL_PROGS];
 	bool programs_chosen;
+	bool change_blind;  /* a change detector is missing: events do not cover every change */
 };
 
 static const char *kernel_btf_path(void)
@@ -100,6 +110,7 @@ static const struct {
 	 */
 	bool with_feature;
 } optional_progs[] = {
+	/* the first NCHANGE_PROGS notice block map changes */
 	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed", false },
 	{ "xfs_remapped", "XFS reflinks and dedupes made inside the kernel are not noticed", true },
 	{ "xfs_cow_ended", "XFS copy-on-write writes (O_DIRECT ones too) are not noticed", true },
@@ -288,9 +299,11 @@ static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 
 		if (btf && !kernel_has_tracepoint(btf, tracepoint_of(prog))) {
 			e->lacking[i] = true;
-			if (!optional_progs[i].with_feature)
+			if (!optional_progs[i].with_feature) {
 				msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
 				    optional_progs[i].lost);
+				e->change_blind |= i < NCHANGE_PROGS;
+			}
 		}
 		if (e->lacking[i])
 			bpf_program__set_autoload(prog, false);
@@ -327,6 +340,7 @@ static int attach_programs(struct engine *e, struct dupcache_bpf *skel)
 		msg("cannot attach to the tracepoint %s (%s): %s", tracepoint_of(prog),
 		    strerror(errno), optional_progs[opt].lost);
 		e->lacking[opt] = true;
+		e->change_blind |= opt < NCHANGE_PROGS;
 	}
 	return EXIT_OK;
 }
@@ -394,6 +408,7 @@ static void add_counters(struct dc_totals *sum, const struct dc_totals *t)
 	sum->added += t->added;
 	sum->removed += t->removed;
 	sum->changes += t->changes;
+	sum->tree_changes += t->tree_changes;
 	sum->oversize_folio += t->oversize_folio;
 	sum->missing_entry += t->missing_entry;
 	sum->reclaimed += t->reclaimed;
@@ -458,8 +473,22 @@ static struct dc_file_key file_key(const struct engine *e, const struct scanned_
 	return key;
 }
 
+static const struct file_layout *memo_layout(const struct sync_memo *memo,
+					     const struct dc_file_key *key);
+
+/*
+ * Counters run over the whole window, across rebuilds: a file or cgroup
+ * keeps its event counts, and its resident base is set so that it counts
+ * no resident page until the seeding replays them.
+ */
+static void carry_counts(__u64 *resident_base, const __u64 *added, const __u64 *removed)
+{
+	*resident_base = *removed - *added;
+}
+
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
-static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m)
+static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m,
+		     const struct sync_memo *memo)
 {
 	struct dupcache_bpf *skel = e->skel;
 	uint32_t *ids = xcalloc(m->nsegs, sizeof(uint32_t));
@@ -477,21 +506,37 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
-	/* Counts restart with the reseeding; cgroups keep their slots. */
-	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
-		e->cgroup_stats[i] = (struct dc_cgroup_stats){ .id = e->cgroup_stats[i].id };
+	for (size_t i = 0; i < DC_MAX_CGROUPS; i++) {
+		struct dc_cgroup_stats *cg = &e->cgroup_stats[i];
+
+		*cg = memo->cgroups[i];
+		carry_counts(&cg->resident_base, &cg->added, &cg->removed);
+	}
 	skel->bss->totals.dup = 0;
 	set_watched_sb(e, s);
 
 	e->layout = xrealloc(e->layout, s->nfiles ? s->nfiles : 1, sizeof(*e->layout));
+	e->prev_id = xrealloc(e->prev_id, s->nfiles ? s->nfiles : 1, sizeof(*e->prev_id));
 	for (size_t i = 0; i < s->nfiles; i++) {
 		struct dc_file_key key = file_key(e, &s->files[i]);
+		const struct file_layout *old = memo_layout(memo, &key);
+		struct dc_file *f = &e->files[i];
 		uint32_t id = i;
 
-		e->files[i] = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
-						.seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
-						.group = m->file_group[i] };
-		e->layout[i] = (struct file_layout){ key, bit, s->files[i].npages };
+		*f = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
+				       .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
+				       .group = m->file_group[i] };
+		if (old) {
+			const struct dc_file *c = &memo->counts[old->id];
+
+			f->added = c->added, f->removed = c->removed;
+			f->reclaimed = c->reclaimed, f->refaults = c->refaults;
+			/* set after the tracker took the flags: the next rebuild re-reads it */
+			f->blocks_changed = c->blocks_changed;
+			carry_counts(&f->resident_base, &f->added, &f->removed);
+		}
+		e->prev_id[i] = old ? (int64_t)old->id : -1;
+		e->layout[i] = (struct file_layout){ key, bit, s->files[i].npages, id };
 		bit += s->files[i].npages;
 		if (bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
 			e->untracked++; /* full, or the same inode seen twice */
@@ -520,45 +565,59 @@ static int cmp_layout(const void *a, const void *b)
 				&((const struct file_layout *)b)->key);
 }
 
-/* Before the maps are rewritten: which cgroup each resident page was charged to. */
-static void memo_cgroups(struct engine *e, struct cgroup_memo *memo)
+/* Before the maps are rewritten (the programs paused): what the next sync carries over. */
+static void take_memo(struct engine *e, struct sync_memo *memo)
 {
 	memset(memo, 0, sizeof(*memo));
-	if (!e->skel || !e->nfiles)
+	if (!e->skel)
+		return;
+	memo->nslots = e->skel->bss->totals.ncgroups;
+	memcpy(memo->cgroups, e->cgroup_stats, sizeof(memo->cgroups));
+	if (!e->nfiles)
 		return;
 	memo->nfiles = e->nfiles;
 	memo->files = xcalloc(e->nfiles, sizeof(*memo->files));
 	memcpy(memo->files, e->layout, e->nfiles * sizeof(*memo->files));
 	qsort(memo->files, memo->nfiles, sizeof(*memo->files), cmp_layout);
+	memo->counts = xcalloc(e->nfiles, sizeof(*memo->counts));
+	memcpy(memo->counts, e->files, e->nfiles * sizeof(*memo->counts));
 	memo->slots = xcalloc(e->nbits ? e->nbits : 1, sizeof(uint16_t));
 	for (uint64_t i = 0; i < e->nbits; i++)
 		memo->slots[i] = page_bits(e, i) & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN
 								   : e->page_cgroup[i];
-	memo->nslots = e->skel->bss->totals.ncgroups;
-	for (size_t i = 0; i < DC_MAX_CGROUPS; i++)
-		memo->ids[i] = e->cgroup_stats[i].id;
+}
+
+static void free_memo(struct sync_memo *memo)
+{
+	free(memo->files);
+	free(memo->counts);
+	free(memo->slots);
 }
 
 /* After a reload the new maps know no cgroups: hand the old slots back. */
-static void restore_cgroup_slots(struct engine *e, const struct cgroup_memo *memo)
+static void restore_cgroup_slots(struct engine *e, const struct sync_memo *memo)
 {
 	int fd = bpf_map__fd(e->skel->maps.cgroup_slots);
 
-	if (e->skel->bss->totals.ncgroups >= memo->nslots)
-		return;
-	for (uint32_t slot = 1; slot <= memo->nslots && slot < DC_MAX_CGROUPS; slot++) {
-		e->cgroup_stats[slot].id = memo->ids[slot];
-		bpf_map_update_elem(fd, &memo->ids[slot], &slot, BPF_ANY);
-	}
+	for (uint32_t slot = 1; slot <= memo->nslots && slot < DC_MAX_CGROUPS; slot++)
+		if (memo->cgroups[slot].id)
+			bpf_map_update_elem(fd, &memo->cgroups[slot].id, &slot, BPF_ANY);
 	e->skel->bss->totals.ncgroups = memo->nslots;
 }
 
-static const uint16_t *memo_file(const struct cgroup_memo *memo, const struct dc_file_key *key,
-				 uint64_t *npages)
+static const struct file_layout *memo_layout(const struct sync_memo *memo,
+					     const struct dc_file_key *key)
 {
 	struct file_layout probe = { .key = *key };
-	const struct file_layout *l = memo->nfiles ?
-		bsearch(&probe, memo->files, memo->nfiles, sizeof(*l), cmp_layout) : NULL;
+
+	return memo->nfiles ? bsearch(&probe, memo->files, memo->nfiles, sizeof(probe), cmp_layout)
+			    : NULL;
+}
+
+static const uint16_t *memo_file(const struct sync_memo *memo, const struct dc_file_key *key,
+				 uint64_t *npages)
+{
+	const struct file_layout *l = memo_layout(memo, key);
 
 	*npages = l ? l->npages : 0;
 	return l ? memo->slots + l->bit_base : NULL;
@@ -568,7 +627,7 @@ static const uint16_t *memo_file(const struct cgroup_memo *memo, const struct dc
  * Replay what is resident now through the programs' own accounting, one
  * run of pages per call; a run also keeps to one remembered cgroup.
  */
-static int seed(struct engine *e, const struct scan *s, const struct cgroup_memo *memo)
+static int seed(struct engine *e, const struct scan *s, const struct sync_memo *memo)
 {
 	int fd = bpf_program__fd(e->skel->progs.seed_range);
 
@@ -617,10 +676,17 @@ static int grace_period(struct engine *e)
 int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 {
 	struct capacity want = need(s, m);
-	struct cgroup_memo memo;
-	int err;
+	struct sync_memo memo;
+	int err = 0;
 
-	memo_cgroups(e, &memo);
+	if (e->skel) {
+		e->skel->bss->paused = 1;
+		/* Programs already past the paused check finish first. */
+		err = grace_period(e);
+	}
+	if (err)
+		return err;
+	take_memo(e, &memo);
 	if (!e->skel || !fits(&e->cap, &want)) {
 		if (e->skel) {
 			/* Window counters live on across a reload with bigger maps. */
@@ -630,13 +696,9 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 		err = load(e, &want);
 		if (!err)
 			restore_cgroup_slots(e, &memo);
-	} else {
-		e->skel->bss->paused = 1;
-		/* Programs already past the paused check finish first. */
-		err = grace_period(e);
 	}
 	if (!err) {
-		err = fill_maps(e, s, m);
+		err = fill_maps(e, s, m, &memo);
 		e->skel->bss->paused = 0;
 		if (err)
 			err = bpf_load_error(err, "filling the engine's maps");
@@ -648,8 +710,7 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 		if (err)
 			err = bpf_load_error(err, "seeding the engine");
 	}
-	free(memo.files);
-	free(memo.slots);
+	free_memo(&memo);
 	if (err)
 		return err;
 	e->nfiles = s->nfiles;
@@ -675,9 +736,30 @@ int engine_start(struct engine **out, struct scan *s, const struct extmap *m)
 	return EXIT_OK;
 }
 
+bool engine_sees_every_change(const struct engine *e)
+{
+	return !e->change_blind;
+}
+
+int64_t engine_previous_id(const struct engine *e, size_t id)
+{
+	return id < e->nfiles ? e->prev_id[id] : -1;
+}
+
 uint64_t engine_changes(const struct engine *e)
 {
 	return e->carried.changes + __atomic_load_n(&e->skel->bss->totals.changes, __ATOMIC_RELAXED);
+}
+
+uint64_t engine_tree_changes(const struct engine *e)
+{
+	return e->carried.tree_changes +
+	       __atomic_load_n(&e->skel->bss->totals.tree_changes, __ATOMIC_RELAXED);
+}
+
+bool engine_take_file_changed(struct engine *e, size_t id)
+{
+	return id < e->nfiles && __atomic_exchange_n(&e->files[id].blocks_changed, 0, __ATOMIC_ACQ_REL);
 }
 
 void engine_counts(struct engine *e, struct dup_counts *out)
@@ -765,5 +847,6 @@ void engine_stop(struct engine *e)
 	free(e->layout);
 	free(e->file_resident);
 	free(e->group_dup);
+	free(e->prev_id);
 	free(e);
 }

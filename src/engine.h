@@ -7,6 +7,7 @@
 #ifndef DUPCACHE_ENGINE_H
 #define DUPCACHE_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "extmap.h"
 #include "scan.h"
@@ -34,15 +35,23 @@ int engine_probe(void);
 int engine_start(struct engine **out, struct scan *s, const struct extmap *m);
 /* Replace the tracked state with a new scan + map (after a change). */
 int engine_sync(struct engine *e, struct scan *s, const struct extmap *m);
+/* A file id's id before the last sync (the same file, by key), or -1 if it is new. */
+int64_t engine_previous_id(const struct engine *e, size_t id);
 /* Changes noticed by the kernel side since start (monotonic). */
 uint64_t engine_changes(const struct engine *e);
+/* Of those, the ones that may concern any file (a clone, dedupe, snapshot...). */
+uint64_t engine_tree_changes(const struct engine *e);
+/* Every program that notices block map changes is attached (no kernel lacked one). */
+bool engine_sees_every_change(const struct engine *e);
+/* Whether a change of this file's blocks was noticed since the last call; clears it. */
+bool engine_take_file_changed(struct engine *e, size_t id);
 /* Counts for stats_build(); arrays owned by the engine until the next sync. */
 void engine_counts(struct engine *e, struct dup_counts *out);
 void engine_window(const struct engine *e, struct engine_window *out);
 /* Everything the kernel side counts, for a live view; valid until the next sync. */
 struct engine_sample {
 	struct dc_totals totals;            /* since start (window counters carried) */
-	const struct dc_file *files;        /* by file id; counts since the last sync */
+	const struct dc_file *files;        /* by file id; counts over the window */
 	size_t nfiles;
 	const struct dc_group_stats *groups;
 	size_t ngroups;
@@ -52,25 +61,26 @@ struct engine_sample {
 void engine_sample(const struct engine *e, struct engine_sample *out);
 
 /*
- * Resident pages: what was added since the last sync less what went.
- * `removed` is read first: a page's removal is counted after its add, so
- * an add and removal between the two reads cannot make the result negative.
+ * Resident pages: the resident base (what the last sync seeded, less the
+ * counts it carried over) plus what was added less what went.  `removed`
+ * is read first: a page's removal is counted after its add, so an add and
+ * removal between the reads cannot make the result negative.
  */
-static inline uint64_t engine_resident(const __u64 *added, const __u64 *removed)
+static inline uint64_t engine_resident(const __u64 *base, const __u64 *added, const __u64 *removed)
 {
 	uint64_t r = __atomic_load_n(removed, __ATOMIC_ACQUIRE);
 
-	return __atomic_load_n(added, __ATOMIC_ACQUIRE) - r;
+	return __atomic_load_n(base, __ATOMIC_ACQUIRE) + __atomic_load_n(added, __ATOMIC_ACQUIRE) - r;
 }
 
 static inline uint64_t engine_file_resident(const struct dc_file *f)
 {
-	return engine_resident(&f->added, &f->removed);
+	return engine_resident(&f->resident_base, &f->added, &f->removed);
 }
 
 static inline uint64_t engine_cgroup_resident(const struct dc_cgroup_stats *c)
 {
-	return engine_resident(&c->added, &c->removed);
+	return engine_resident(&c->resident_base, &c->added, &c->removed);
 }
 /*
  * Each resident copy of a physical page held c times carries (c - 1) / c of a

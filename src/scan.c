@@ -377,6 +377,75 @@ static void skip_errno(struct scan *s, const struct scan_opts *o, const char *pa
 		skip(s, o, &s->skipped.unreadable, true, path, strerror(err));
 }
 
+static void add_file(struct scan *s, const struct scanned_file *f)
+{
+	if (f->no_fiemap)
+		s->skipped.no_fiemap++;
+	if (s->nfiles == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 256;
+		s->files = xrealloc(s->files, s->cap, sizeof(*s->files));
+	}
+	s->files[s->nfiles++] = *f;
+}
+
+/* ---- reuse of an earlier scan's extents ---- */
+
+static int inode_order(const struct scanned_file *x, uint64_t st_dev, uint64_t ino)
+{
+	if (x->st_dev != st_dev)
+		return x->st_dev < st_dev ? -1 : 1;
+	return x->ino < ino ? -1 : x->ino > ino;
+}
+
+static int cmp_by_inode(const void *a, const void *b, void *prev)
+{
+	const struct scanned_file *files = ((const struct scan *)prev)->files,
+				  *y = &files[*(const size_t *)b];
+
+	return inode_order(&files[*(const size_t *)a], y->st_dev, y->ino);
+}
+
+/* The earlier scan's files by inode, for reusable(). */
+static void reuse_index(struct scan *s, const struct scan_reuse *r)
+{
+	size_t n = r ? r->prev->nfiles : 0;
+
+	s->reuse_order = NULL;
+	if (!n)
+		return;
+	s->reuse_order = xcalloc(n, sizeof(size_t));
+	for (size_t i = 0; i < n; i++)
+		s->reuse_order[i] = i;
+	qsort_r(s->reuse_order, n, sizeof(size_t), cmp_by_inode, (void *)r->prev);
+}
+
+/* The earlier scan's record of this file, if its extents still hold. */
+static const struct scanned_file *reusable(const struct scan *s, const struct scan_opts *o,
+					   const struct stat *st)
+{
+	const struct scan_reuse *r = o->reuse;
+
+	if (!s->reuse_order)
+		return NULL;
+	for (size_t lo = 0, hi = r->prev->nfiles; lo < hi;) {
+		size_t mid = lo + (hi - lo) / 2, id = s->reuse_order[mid];
+		const struct scanned_file *f = &r->prev->files[id];
+		int d = inode_order(f, st->st_dev, st->st_ino);
+
+		if (!d)
+			return r->changed[id] || f->size != (uint64_t)st->st_size ||
+					       (!r->events_complete &&
+						(f->ctime.tv_sec != st->st_ctim.tv_sec ||
+						 f->ctime.tv_nsec != st->st_ctim.tv_nsec))
+				       ? NULL : f;
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
 static void scan_file(struct scan *s, const struct scan_opts *o, const char *path,
 		      const struct stat *walk_st)
 {
@@ -389,6 +458,19 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	/* Hard links: the first path seen names the inode. */
 	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
 		return;
+	const struct scanned_file *old = reusable(s, o, walk_st);
+
+	if (old) {
+		f = *old;
+		f.path = xstrdup(path);
+		f.runs = f.nruns ? xcalloc(f.nruns, sizeof(*f.runs)) : NULL;
+		if (f.nruns)
+			memcpy(f.runs, old->runs, f.nruns * sizeof(*f.runs));
+		f.resident = NULL;
+		f.resident_pages = 0;
+		add_file(s, &f);
+		return;
+	}
 	fd = open_file(path);
 	if (fd < 0) {
 		skip_errno(s, o, path, errno);
@@ -442,14 +524,8 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	f.has_gen = ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
 	f.gen = f.has_gen ? (uint32_t)gen : 0;
 	close(fd);
-	if (f.no_fiemap)
-		s->skipped.no_fiemap++;
 	f.path = xstrdup(path);
-	if (s->nfiles == s->cap) {
-		s->cap = s->cap ? 2 * s->cap : 256;
-		s->files = xrealloc(s->files, s->cap, sizeof(*s->files));
-	}
-	s->files[s->nfiles++] = f;
+	add_file(s, &f);
 }
 
 /* ---- the walk ---- */
@@ -505,8 +581,11 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 	s->seen = xcalloc(1, sizeof(*s->seen));
 	s->mounts = xcalloc(1, sizeof(*s->mounts));
 	mount_table_load(s->mounts);
+	reuse_index(s, opts->reuse);
 	for (int i = 0; i < npaths; i++)
 		walk(s, opts, paths[i]);
+	free(s->reuse_order);
+	s->reuse_order = NULL;
 	return 0;
 }
 

@@ -41,10 +41,25 @@ struct scan_skips {
 	uint64_t no_fiemap;  /* regular files on filesystems without FIEMAP */
 };
 
+/*
+ * A rescan may take a file's extents from an earlier scan of the same trees
+ * (no FIEMAP, so no forced writeback) when it is the same inode, of the
+ * same size, not marked changed and, unless the caller's events see every
+ * change of a block map, of the same ctime (a plain write changes ctime
+ * but moves no shared block).  Such a file's residency is left empty: read
+ * it with scan_residency().
+ */
+struct scan_reuse {
+	const struct scan *prev;
+	const bool *changed;  /* by prev's file index */
+	bool events_complete; /* ctime need not match */
+};
+
 struct scan_opts {
 	bool one_fs;          /* -x: do not cross filesystems below a path */
 	bool quiet;           /* no per-file messages */
 	bool no_sync;         /* leave dirty data alone: its extents may be pending */
+	const struct scan_reuse *reuse;
 };
 
 struct scan {
@@ -57,6 +72,7 @@ struct scan {
 	size_t cap;
 	struct inode_set *seen;
 	struct mount_table *mounts;
+	size_t *reuse_order;  /* during scan_paths(): opts->reuse's files by inode */
 };
 
 /* Returns 0, or a negative errno for failures that stop the whole scan. */

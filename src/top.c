@@ -264,9 +264,25 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 		engine_dup_shares(t->engine, m, file_share, cgroup_share);
 	}
 	if (prev->generation != t->generation || prev->nfiles != es.nfiles) {
-		/* File ids changed with a rebuild: their counters restarted. */
-		prev->file = xrealloc(prev->file, es.nfiles ? es.nfiles : 1, sizeof(*prev->file));
-		memset(prev->file, 0, (es.nfiles ? es.nfiles : 1) * sizeof(*prev->file));
+		/*
+		 * File ids changed with a rebuild, not their counters (the engine
+		 * carries them): the last frame's counts move to the new ids.  A
+		 * file new since then starts from 0 (its counts are all new).
+		 */
+		uint64_t (*moved)[4] = xcalloc(es.nfiles ? es.nfiles : 1, sizeof(*moved));
+		/* More than one rebuild since the last frame: no rates this frame. */
+		bool one_rebuild = prev->generation + 1 == t->generation;
+
+		for (size_t i = 0; i < es.nfiles; i++) {
+			int64_t old = engine_previous_id(t->engine, i);
+
+			if (!one_rebuild)
+				file_counts(&es.files[i], moved[i]);
+			else if (old >= 0 && (size_t)old < prev->nfiles)
+				memcpy(moved[i], prev->file[old], sizeof(moved[i]));
+		}
+		free(prev->file);
+		prev->file = moved;
 		prev->nfiles = es.nfiles;
 		prev->generation = t->generation;
 	}
@@ -342,7 +358,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			const char *path = c == DC_CGROUP_UNKNOWN ? NULL : cgroup_path(cg->id);
 			struct row *r;
 
-			if (!cg->added && !cg->removed)
+			if (!cg->added && !cg->removed && !engine_cgroup_resident(cg))
 				continue;
 			r = &rows[n++];
 			if (c == DC_CGROUP_UNKNOWN)

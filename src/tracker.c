@@ -63,12 +63,40 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	return EXIT_OK;
 }
 
+/*
+ * The files of the last scan whose extents must be read again: the ones the
+ * engine saw change, and every file sharing a group with one (a copy-on-write
+ * in one file unshares its partners' blocks too).
+ */
+static bool *changed_files(struct tracker *t)
+{
+	size_t n = t->scan.nfiles;
+	bool *changed = xcalloc(n ? n : 1, sizeof(bool));
+	bool *group = xcalloc(t->map.ngroups ? t->map.ngroups : 1, sizeof(bool));
+
+	for (size_t i = 0; i < n; i++) {
+		if (!engine_take_file_changed(t->engine, i))
+			continue;
+		changed[i] = true;
+		if (t->map.file_group[i] != DC_NO_GROUP)
+			group[t->map.file_group[i]] = true;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (t->map.file_group[i] != DC_NO_GROUP && group[t->map.file_group[i]])
+			changed[i] = true;
+	free(group);
+	return changed;
+}
+
 int tracker_poll(struct tracker *t, bool now)
 {
 	long long clock = monotonic_ns();
 	uint64_t changes = engine_changes(t->engine);
 	struct scan_opts quiet = t->opts;
 	struct scan old = t->scan;
+	struct scan_reuse reuse;
+	bool *changed = NULL;
+	uint64_t tree;
 
 	if (changes != t->seen_changes) {
 		if (!t->changed_at)
@@ -83,10 +111,20 @@ int tracker_poll(struct tracker *t, bool now)
 	t->seen_changes = engine_changes(t->engine);
 	/* What the first scan said about bad input stays said; rescans are quiet. */
 	quiet.quiet = true;
+	tree = engine_tree_changes(t->engine);
+	if (tree == t->seen_tree_changes) {
+		/* Only known files changed: the others keep their extents. */
+		changed = changed_files(t);
+		reuse = (struct scan_reuse){ .prev = &old, .changed = changed,
+					     .events_complete = engine_sees_every_change(t->engine) };
+		quiet.reuse = &reuse;
+	}
+	t->seen_tree_changes = tree;
 	extmap_free(&t->map);
 	survey(t, &quiet);
 	t->scan.input_lost |= old.input_lost;
 	scan_free(&old);
+	free(changed);
 	t->generation++;
 	return engine_sync(t->engine, &t->scan, &t->map);
 }

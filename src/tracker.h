@@ -23,6 +23,7 @@ struct tracker {
 	int npaths;
 	struct scan_opts opts;
 	uint64_t seen_changes;
+	uint64_t seen_tree_changes;
 	long long changed_at;     /* last change not yet acted on; 0: none */
 	long long pending_since;  /* first change not yet acted on */
 };

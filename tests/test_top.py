@@ -1101,6 +1101,60 @@ def t_reclaim(fstype):
             cg.remove()
 
 
+def t_rebuild_counts(fstype):
+    # A rebuild (a new clone) renumbers the files, but their counts go on:
+    # no file shows its resident pages again as added, none goes backwards,
+    # and pages resident at the start are resident, not added.
+    with prepared(fstype) as mnt:
+        a, b, c = mnt + '/a', mnt + '/b', mnt + '/c'
+        make_file(a, 4 * MiB, seed=1)
+        reflink(a, b)
+        cold(mnt)
+        read_range(b)                      # resident before top starts
+        top = Top(['--json', '--by', 'file', '-d', '0.3', mnt])
+        try:
+            top.wait(2)
+            read_range(a)
+            before = top.wait_new(2)
+            reflink(a, c)                  # a change: the map is rebuilt
+            frames = []
+            for _ in range(4):
+                frames.append(top.wait_new(1))
+        finally:
+            rc, err = top.stop()
+        check(rc == 0, 'top exit %d: %s' % (rc, err))
+        pages = 4 * MiB // P
+
+        def row(fr, path):
+            rows = [r for r in fr['rows'] if r['name'] == path]
+            check(len(rows) == 1, 'no single row for %s in %s' % (path, fr))
+            return rows[0]
+        for fr in [before] + frames:
+            ra, rb = row(fr, a), row(fr, b)
+            check(ra['added'] == pages and ra['removed'] == 0,
+                  'a: added %d removed %d, want %d and 0 (frame at %.1f s)'
+                  % (ra['added'], ra['removed'], pages, fr['seconds']))
+            check(rb['added'] == 0 and rb['cached_bytes'] == 4 * MiB,
+                  'b (resident at start): added %d cached %d' % (
+                      rb['added'], rb['cached_bytes']))
+            if fr is not before:
+                check(ra['added_per_s'] == 0 and rb['added_per_s'] == 0,
+                      'after the rebuild: added/s a %s b %s, nothing was read'
+                      % (ra['added_per_s'], rb['added_per_s']))
+        check(any(r['name'] == c for r in frames[-1]['rows']),
+              'the new clone %s never showed up' % c)
+
+
+@test('rebuild_keeps_counts_xfs')
+def t_rebuild_counts_xfs():
+    t_rebuild_counts('xfs')
+
+
+@test('rebuild_keeps_counts_btrfs')
+def t_rebuild_counts_btrfs():
+    t_rebuild_counts('btrfs')
+
+
 @test('reclaim_memcg_xfs')
 def t_reclaim_xfs():
     t_reclaim('xfs')
