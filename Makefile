@@ -6,6 +6,7 @@
 #   make asan       the same tests against an ASan/UBSan build
 #   make demo       loop-mounted XFS/btrfs demo
 #   make bench      benchmarks (prints a table)
+#   make soak       the churn test for SOAK_SECONDS (default 600) per filesystem
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -43,7 +44,7 @@ DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-
 # Intermediates of the chain .bpf.c -> .bpf.o -> .skel.h: keep them (tests read the BTF).
 .SECONDARY: $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS)) $(SKELS)
 
-.PHONY: all deps test unit-test integration-test asan demo bench vmlinux install clean
+.PHONY: all deps test unit-test integration-test asan demo bench soak vmlinux install clean
 
 all: $(BIN)
 
@@ -101,6 +102,12 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	bash bench/run.sh ./dupcache
+
+# `make test` runs the churn test for 40 s per filesystem; this runs it long.
+SOAK_SECONDS ?= 600
+soak: deps
+	$(MAKE) all
+	DUPCACHE_CHURN_SECONDS=$(SOAK_SECONDS) $(PYTHON) tests/test_top.py --bin ./dupcache -k churn
 
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h

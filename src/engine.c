@@ -18,8 +18,33 @@
 #define NOPTIONAL_PROGS 14
 #define NCHANGE_PROGS 8
 
-/* Room to grow before a change forces a reload with bigger maps. */
-#define HEADROOM(n, min) ((n) * 2 + (min))
+/*
+ * Room to grow before a change forces a reload with bigger maps, in 64
+ * bits and within what a map can hold.
+ */
+static uint32_t headroom(uint32_t n, uint32_t min, uint64_t max)
+{
+	uint64_t want = (uint64_t)n * 2 + min;
+
+	return want < max ? want : max;
+}
+
+/*
+ * The per-page tables cost 4 + 16 bits per page of apparent size (holes
+ * too), so they are bounded: 2^28 pages (1 TiB with 4 KiB pages) take
+ * 640 MiB.  Files past that are left untracked, counted and said.
+ */
+#define DC_MAX_TRACKED_PAGES (1ULL << 28)
+#define DC_MAX_PAGE_WORDS (DC_MAX_TRACKED_PAGES / DC_PAGES_PER_WORD)
+
+/* Whether a file of npages still fits in the page tables after `*bits`; if so, take them. */
+static bool take_pages(uint64_t *bits, uint64_t npages)
+{
+	if (npages > DC_MAX_TRACKED_PAGES - *bits)
+		return false;
+	*bits += npages;
+	return true;
+}
 
 struct capacity {
 	uint32_t files, segs, groups, slot_words, page_words;
@@ -246,7 +271,7 @@ static struct capacity need(const struct scan *s, const struct extmap *m)
 	uint64_t bits = 0;
 
 	for (size_t i = 0; i < s->nfiles; i++)
-		bits += s->files[i].npages;
+		take_pages(&bits, s->files[i].npages);
 	return (struct capacity){
 		.files = at_least_one(s->nfiles),
 		.segs = at_least_one(m->nsegs),
@@ -349,11 +374,11 @@ static int load(struct engine *e, const struct capacity *want)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = kernel_btf_path());
 	struct capacity cap = {
-		.files = HEADROOM(want->files, 256),
-		.segs = HEADROOM(want->segs, 1024),
-		.groups = HEADROOM(want->groups, 256),
-		.slot_words = HEADROOM(want->slot_words, 4096),
-		.page_words = HEADROOM(want->page_words, 4096),
+		.files = headroom(want->files, 256, UINT32_MAX),
+		.segs = headroom(want->segs, 1024, UINT32_MAX),
+		.groups = headroom(want->groups, 256, UINT32_MAX),
+		.slot_words = headroom(want->slot_words, 4096, UINT32_MAX),
+		.page_words = headroom(want->page_words, 4096, DC_MAX_PAGE_WORDS),
 	};
 	struct dupcache_bpf *skel;
 	int err;
@@ -523,7 +548,10 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 		struct dc_file *f = &e->files[i];
 		uint32_t id = i;
 
-		*f = (struct dc_file){ .npages = s->files[i].npages, .bit_base = bit,
+		uint64_t base = bit;
+		bool fits_pages = take_pages(&bit, s->files[i].npages);
+
+		*f = (struct dc_file){ .npages = fits_pages ? s->files[i].npages : 0, .bit_base = base,
 				       .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
 				       .group = m->file_group[i] };
 		if (old) {
@@ -536,9 +564,9 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 			carry_counts(&f->resident_base, &f->added, &f->removed);
 		}
 		e->prev_id[i] = old ? (int64_t)old->id : -1;
-		e->layout[i] = (struct file_layout){ key, bit, s->files[i].npages, id };
-		bit += s->files[i].npages;
-		if (bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
+		e->layout[i] = (struct file_layout){ key, base, f->npages, id };
+		if (!fits_pages ||
+		    bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
 			e->untracked++; /* full, or the same inode seen twice */
 			continue;
 		}
@@ -637,7 +665,8 @@ static int seed(struct engine *e, const struct scan *s, const struct sync_memo *
 		const uint16_t *old = memo_file(memo, &e->layout[i].key, &old_npages);
 
 #define CGROUP_OF(p) (old && (p) < old_npages ? old[p] : DC_CGROUP_UNKNOWN)
-		for (uint64_t p = 0; f->resident && p < f->npages;) {
+		/* e->files[i].npages: 0 for a file left out of the page tables */
+		for (uint64_t p = 0; f->resident && p < e->files[i].npages;) {
 			struct dc_seed_ctx ctx = { .file_id = i, .index = p, .cgroup = CGROUP_OF(p) };
 			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
 
@@ -645,7 +674,7 @@ static int seed(struct engine *e, const struct scan *s, const struct sync_memo *
 				p++;
 				continue;
 			}
-			while (p < f->npages && bit_test(f->resident, p) && CGROUP_OF(p) == ctx.cgroup &&
+			while (p < e->files[i].npages && bit_test(f->resident, p) && CGROUP_OF(p) == ctx.cgroup &&
 			       ctx.npages < DC_SEED_MAX_PAGES) {
 				ctx.npages++;
 				p++;
@@ -819,7 +848,8 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 	memset(cgroup_share, 0, DC_MAX_CGROUPS * sizeof(*cgroup_share));
 	for (size_t f = 0; f < e->nfiles; f++) {
 		file_share[f] = 0;
-		for (uint32_t k = 0; k < m->seg_count[f]; k++) {
+		/* a file left out of the page tables has no page state to read */
+		for (uint32_t k = 0; e->files[f].npages && k < m->seg_count[f]; k++) {
 			const struct dc_segment *seg = &m->segs[m->seg_first[f] + k];
 
 			for (uint64_t p = 0; p < seg->npages; p++) {

@@ -260,10 +260,13 @@ static int read_extents(struct scanned_file *f, int fd, unsigned P, bool sync)
 
 static bool have_cachestat = true;
 
-/* False only when the kernel says for sure that nothing is cached. */
-static bool maybe_cached(int fd)
+/*
+ * Whether [off, off + len) (len 0: to EOF) may have cached pages: false
+ * only when the kernel (cachestat) says for sure that nothing is.
+ */
+static bool maybe_cached(int fd, uint64_t off, uint64_t len)
 {
-	struct cachestat_range_arg range = { 0, 0 };
+	struct cachestat_range_arg range = { off, len };
 	struct cachestat_result cs;
 
 	if (!have_cachestat)
@@ -303,12 +306,17 @@ static int read_residency(struct scanned_file *f, const char *path, int fd, unsi
 	f->resident_pages = 0;
 	if (!residency_visible(path, fd))
 		return -EACCES;
-	if (!f->npages || !maybe_cached(fd))
+	if (!f->npages || !maybe_cached(fd, 0, 0))
 		return 0;
 	for (uint64_t base = 0; base < f->npages; base += RESIDENCY_CHUNK_PAGES) {
 		uint64_t n = f->npages - base < RESIDENCY_CHUNK_PAGES ? f->npages - base
 								       : RESIDENCY_CHUNK_PAGES;
-		void *map = mmap(NULL, n * P, PROT_READ, MAP_SHARED, fd, base * P);
+		void *map;
+
+		/* A chunk with nothing cached (a sparse image's holes) costs one cachestat. */
+		if (!maybe_cached(fd, base * P, n * P))
+			continue;
+		map = mmap(NULL, n * P, PROT_READ, MAP_SHARED, fd, base * P);
 
 		if (map == MAP_FAILED) {
 			free(vec);

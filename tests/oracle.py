@@ -106,24 +106,79 @@ MAP_SHARED = 1
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def resident_vector(fd, size):
-    """One 0/1 per page of the file: is it in the page cache (mincore)."""
-    npages = (size + P - 1) // P
-    if npages == 0:
-        return []
-    length = npages * P
-    addr = _libc.mmap(None, length, PROT_READ, MAP_SHARED, fd, 0)
+class Resident:
+    """Which pages of a file are resident, kept sparsely so that a sparse
+    image's holes cost nothing: res[i] is 0 or 1, len(res) the file's
+    pages, res.count() the resident ones, iteration yields 0/1 per page."""
+
+    def __init__(self, npages, pages):
+        self.npages = npages
+        self.pages = pages              # set of resident page indices
+
+    def __getitem__(self, i):
+        if not 0 <= i < self.npages:
+            raise IndexError(i)
+        return 1 if i in self.pages else 0
+
+    def __len__(self):
+        return self.npages
+
+    def __iter__(self):
+        return (1 if i in self.pages else 0 for i in range(self.npages))
+
+    def count(self):
+        return len(self.pages)
+
+
+_libc.syscall.restype = ctypes.c_long
+NR_CACHESTAT = 451
+MINCORE_SPAN = 16384                    # pages: at most 64 MiB mapped at once
+
+
+def _cached_pages(fd, first, n):
+    """cachestat(2)'s count of cached pages in [first, first + n), or None
+    where the kernel has no cachestat.  Only to skip ranges that hold
+    nothing: mincore() says which pages are resident."""
+    rng = (ctypes.c_uint64 * 2)(first * P, n * P)
+    cs = (ctypes.c_uint64 * 5)()
+    if _libc.syscall(NR_CACHESTAT, fd, rng, cs, 0) != 0:
+        return None
+    return cs[0]
+
+
+def _mincore_range(fd, first, n, out):
+    addr = _libc.mmap(None, n * P, PROT_READ, MAP_SHARED, fd, first * P)
     if addr is None or addr == MAP_FAILED:
         e = ctypes.get_errno()
         raise OSError(e, 'mmap: ' + os.strerror(e))
     try:
-        vec = (ctypes.c_ubyte * npages)()
-        if _libc.mincore(addr, length, vec) != 0:
+        vec = (ctypes.c_ubyte * n)()
+        if _libc.mincore(addr, n * P, vec) != 0:
             e = ctypes.get_errno()
             raise OSError(e, 'mincore: ' + os.strerror(e))
-        return [v & 1 for v in vec]
+        out.update(first + i for i, v in enumerate(vec) if v & 1)
     finally:
-        _libc.munmap(addr, length)
+        _libc.munmap(addr, n * P)
+
+
+def resident_vector(fd, size):
+    """The file's resident pages (mincore), as a Resident.  Ranges are
+    halved until they are small enough to map, and a half that cachestat
+    says holds no cached page is skipped."""
+    npages = (size + P - 1) // P
+    pages = set()
+    todo = [(0, npages)] if npages else []
+    while todo:
+        first, n = todo.pop()
+        cached = _cached_pages(fd, first, n)
+        if cached == 0:
+            continue
+        if n <= MINCORE_SPAN:
+            _mincore_range(fd, first, n, pages)
+        else:
+            half = n // 2
+            todo += [(first + half, n - half), (first, half)]
+    return Resident(npages, pages)
 
 
 # ---------------------------------------------------------------- walking
@@ -279,7 +334,7 @@ def compute(paths, one_fs=False):
             skipped['no_fiemap'] += 1
         recs.append({
             'dev': fst.st_dev, 'ino': fst.st_ino, 'path': path,
-            'cached_bytes': P * sum(res),
+            'cached_bytes': P * res.count(),
             'shared_bytes': shared_bytes(ext, fst.st_size),
             'map': page_map(ext, fst.st_size, fs),
             'res': res,

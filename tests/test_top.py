@@ -266,8 +266,8 @@ def fair(paths):
             c = copies.get(pp, 0)
             if res[i] and c >= 2:
                 share += P * (c - 1) // c
-        out[path] = {'dup': share, 'cached': P * sum(res), 'shared': shared,
-                     'pages': sum(res)}
+        out[path] = {'dup': share, 'cached': P * res.count(), 'shared': shared,
+                     'pages': res.count()}
     return out
 
 
@@ -1163,6 +1163,244 @@ def t_reclaim_xfs():
 @test('reclaim_memcg_btrfs')
 def t_reclaim_btrfs():
     t_reclaim('btrfs')
+
+
+# ---------------------------------------------------------------- churn
+
+CHURN_SECONDS = float(os.environ.get('DUPCACHE_CHURN_SECONDS', '40'))
+
+
+def bpf_prog_ids():
+    out = subprocess.run(['bpftool', '-j', 'prog', 'list'], stdout=subprocess.PIPE,
+                         check=True).stdout
+    return {p['id'] for p in json.loads(out or b'[]')}
+
+
+def held_bpf_progs(pid):
+    """Ids of the BPF programs a process holds (prog and link fds, from fdinfo)."""
+    ids = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                ids.update(int(ln.split()[1]) for ln in f if ln.startswith('prog_id:'))
+        except OSError:
+            pass
+    return ids
+
+
+def proc_status(pid):
+    """(open fds, VmRSS kB) of a process."""
+    with open('/proc/%d/status' % pid) as f:
+        rss = next(int(ln.split()[1]) for ln in f if ln.startswith('VmRSS:'))
+    return len(os.listdir('/proc/%d/fd' % pid)), rss
+
+
+class Churn:
+    """Random changes of every kind the engine must follow, from one seed:
+    clones (whole and ranges), plain copies and dedupes of them, buffered
+    and O_DIRECT writes, truncates, deletes, btrfs snapshots, reads in a
+    small memory cgroup and drops."""
+
+    MAX_FILES = 20
+
+    def __init__(self, mnt, fstype, cg, seed):
+        import random
+        self.m, self.btrfs, self.cg = mnt, fstype == 'btrfs', cg
+        self.rnd = random.Random(seed)
+        self.n = 0
+        self.base = mnt + '/base'
+        if self.btrfs:
+            fsimg.run(['btrfs', '-q', 'subvolume', 'create', self.base])
+        else:
+            os.mkdir(self.base)
+        for k in range(3):
+            make_file(self.new_name(), 4 * MiB, seed=100 + k)
+        self.ops = {}
+
+    def new_name(self):
+        self.n += 1
+        return '%s/f%d' % (self.base, self.n)
+
+    def files(self):
+        out = []
+        for d, _, names in os.walk(self.m):
+            out += [os.path.join(d, n) for n in names]
+        return sorted(out)
+
+    def own(self):
+        return sorted(os.path.join(self.base, n) for n in os.listdir(self.base))
+
+    def pick(self, files=None):
+        return self.rnd.choice(files or self.own())
+
+    def step(self):
+        r = self.rnd
+        own = self.own()
+        kinds = ['read', 'read', 'drop', 'write', 'odirect', 'clone',
+                 'clone_range', 'copy', 'dedupe', 'truncate', 'delete']
+        if self.btrfs:
+            # No snapshot deletion: btrfs drops a deleted subvolume's back
+            # references in the background (the cleaner), so FIEMAP's SHARED
+            # flag of the survivors changes later, with no event to re-read
+            # them on; shared_bytes lags until the next rebuild (open in
+            # issue 9's note).
+            kinds += ['snapshot']
+        kind = r.choice(kinds)
+        if len(own) >= self.MAX_FILES and kind in ('clone', 'copy'):
+            kind = 'delete'
+        if len(own) <= 2 and kind == 'delete':
+            kind = 'clone'
+        getattr(self, 'op_' + kind)(own)
+        self.ops[kind] = self.ops.get(kind, 0) + 1
+
+    def op_read(self, own):
+        read_in(self.cg, self.rnd.sample(self.files(), min(3, len(self.files()))))
+
+    def op_drop(self, own):
+        fd = os.open(self.pick(self.files()), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+    def op_write(self, own):
+        f = self.pick()
+        size = os.path.getsize(f)
+        off = self.rnd.randrange(0, max(size, 1) + MiB, PAGE)
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            os.pwrite(fd, fsimg.data(self.rnd.choice([PAGE, 64 << 10, MiB]), self.n), off)
+            if self.rnd.random() < 0.5:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def op_odirect(self, own):
+        import mmap
+        f = self.pick()
+        n = self.rnd.choice([64 << 10, MiB])
+        buf = mmap.mmap(-1, n)
+        buf.write(fsimg.data(n, self.n + 7))
+        off = self.rnd.randrange(0, max(os.path.getsize(f), n), 64 << 10)
+        fd = os.open(f, os.O_WRONLY | os.O_DIRECT)
+        try:
+            os.pwritev(fd, [buf], off)
+        finally:
+            os.close(fd)
+
+    def op_clone(self, own):
+        reflink(self.pick(self.files()), self.new_name())
+
+    def op_copy(self, own):
+        fsimg.run(['cp', '--reflink=never', self.pick(), self.new_name()])
+
+    def op_clone_range(self, own):
+        src, dst = self.pick(self.files()), self.pick()
+        size = os.path.getsize(src) // MiB * MiB
+        if size < MiB:
+            return
+        off = self.rnd.randrange(0, size, MiB)
+        dst_off = self.rnd.randrange(0, os.path.getsize(dst) // MiB * MiB + 1, MiB)
+        clone_range(src, off, dst, dst_off, self.rnd.randrange(MiB, size - off + 1, MiB))
+
+    def op_dedupe(self, own):
+        # identical bytes, not shared: the source of a plain copy and the copy
+        a = self.pick()
+        b = self.new_name()
+        fsimg.run(['cp', '--reflink=never', a, b])
+        size = os.path.getsize(a) // PAGE * PAGE
+        if size:
+            fsimg.run(['xfs_io', '-c', 'dedupe %s 0 0 %d' % (a, size), b])
+
+    def op_truncate(self, own):
+        f = self.pick()
+        os.truncate(f, self.rnd.randrange(0, os.path.getsize(f) + 1, PAGE))
+
+    def op_delete(self, own):
+        os.unlink(self.pick())
+
+    def op_snapshot(self, own):
+        snap = '%s/snap%d' % (self.m, self.n)
+        self.n += 1
+        fsimg.run(['btrfs', '-q', 'subvolume', 'snapshot', self.base, snap])
+
+
+def t_churn(fstype):
+    if not memcg_v1():
+        raise Skip('no cgroup v1 memory hierarchy at ' + CG_ROOT)
+    with prepared(fstype) as mnt:
+        cg = Memcg('churn', limit=32 * MiB)
+        churn = Churn(mnt, fstype, cg, seed=11)
+        top = Top(['--json', '--by', 'file', '-d', '0.25', mnt])
+        watch = spawn([BIN, 'report', '--json', '--watch', '86400', '-n', '0', mnt],
+                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        top.wait(1)
+        end = time.monotonic() + CHURN_SECONDS
+        marks = []
+        checkpoints = 0
+        while True:
+            for _ in range(8):
+                churn.step()
+            # quiescent: nothing runs; the engine rebuilds within a second
+            time.sleep(1.3)
+            for attempt in range(8):
+                a = oracle.compute([mnt])
+                fr = top.wait_new(2)
+                b = oracle.compute([mnt])
+                t = fr['totals']
+                if a == b and all(t[k] == a['totals'][k] for k in
+                                  ('files', 'shared_bytes', 'cached_bytes', 'dup_bytes')):
+                    break
+            else:
+                raise Fail('checkpoint %d (%s): top totals %s, oracle %s' % (
+                    checkpoints + 1, churn.ops, {k: t[k] for k in a['totals']},
+                    a['totals']))
+            checkpoints += 1
+            marks.append(proc_status(top.p.pid))
+            held = held_bpf_progs(top.p.pid) | held_bpf_progs(watch.pid)
+            if time.monotonic() >= end:
+                break
+        # report --watch, ended by ^C in the same quiescent state
+        a = oracle.compute([mnt])
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=60)
+        b = oracle.compute([mnt])
+        check(watch.returncode == 0, 'report --watch exit %d: %s' % (
+            watch.returncode, err[-300:]))
+        j = json.loads(out)
+        got = {k: j['totals'][k] for k in a['totals']}
+        check(a == b and got == a['totals'], 'report --watch at the end: '
+              '%s, oracle %s' % (got, a['totals']))
+        rc, err = top.stop()
+        check(rc == 0, 'top exit %d: %s' % (rc, err[-300:]))
+        # programs are freed after an RCU grace period: give them a moment
+        for _ in range(50):
+            left = held & bpf_prog_ids()
+            if not left:
+                break
+            time.sleep(0.1)
+        check(held and not left, 'BPF programs of top and report --watch left '
+              'after both stopped: %s (of %s)' % (sorted(left), sorted(held)))
+        (fd0, rss0), (fd1, rss1) = marks[0], marks[-1]
+        check(fd1 == fd0, 'top holds %d fds at the last checkpoint, %d at the '
+              'first' % (fd1, fd0))
+        check(rss1 <= rss0 + 8192, 'top RSS %d kB at the last checkpoint, %d kB '
+              'at the first' % (rss1, rss0))
+        check(checkpoints >= 2 and len(churn.ops) >= 8, 'only %d checkpoints, '
+              'ops %s' % (checkpoints, churn.ops))
+        print('    churn %s: %.0f s, %d checkpoints, ops %s' % (
+            fstype, CHURN_SECONDS, checkpoints, churn.ops), flush=True)
+
+
+@test('churn_xfs')
+def t_churn_xfs():
+    t_churn('xfs')
+
+
+@test('churn_btrfs')
+def t_churn_btrfs():
+    t_churn('btrfs')
 
 
 # ---------------------------------------------------------------- 4. cgroups
