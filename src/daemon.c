@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <poll.h>
 #include <pwd.h>
@@ -116,19 +115,6 @@ static bool opt_cgroup(const char *arg, struct daemon_opts *o)
 	return true;
 }
 
-/* Its directory must take the file (and the temporary it is renamed from). */
-static bool metrics_writable(const char *path)
-{
-	char *copy = xstrdup(path);
-	const char *dir = dirname(copy);
-	bool ok = access(dir, W_OK) == 0;
-
-	if (!ok)
-		msg("daemon: --metrics %s: cannot write in %s: %s", path, dir, strerror(errno));
-	free(copy);
-	return ok;
-}
-
 static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 {
 	enum { OPT_METRICS = 256, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
@@ -181,7 +167,7 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 			o->scan.one_fs = true;
 			break;
 		case OPT_METRICS:
-			if (!metrics_writable(optarg))
+			if (!opt_writable("daemon", "--metrics", optarg))
 				return EXIT_USAGE;
 			o->metrics = optarg;
 			break;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <errno.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,18 @@ bool opt_percent(const char *cmd, const char *opt, const char *arg, double hi, d
 	msg("%s: %s takes a percentage from 0 to %.10g (50, 50%% or 12.5%%), not '%s'", cmd, opt,
 	    hi, arg);
 	return false;
+}
+
+bool opt_writable(const char *cmd, const char *opt, const char *path)
+{
+	char *copy = xstrdup(path);
+	const char *dir = dirname(copy);
+	bool ok = access(dir, W_OK) == 0;
+
+	if (!ok)
+		msg("%s: %s %s: cannot write in %s: %s", cmd, opt, path, dir, strerror(errno));
+	free(copy);
+	return ok;
 }
 
 volatile sig_atomic_t stop_signal;

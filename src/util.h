@@ -59,6 +59,12 @@ bool opt_size(const char *cmd, const char *opt, const char *arg, uint64_t *out);
 bool parse_percent(const char *arg, double *out);
 bool opt_percent(const char *cmd, const char *opt, const char *arg, double hi, double *out);
 
+/*
+ * An output file named on the command line: its directory must take it (and
+ * a temporary renamed over it).  False after a one-line message.
+ */
+bool opt_writable(const char *cmd, const char *opt, const char *path);
+
 /* The page cache of the whole machine: Cached: of /proc/meminfo, in bytes (0 if unreadable). */
 uint64_t meminfo_cached_bytes(void);
 
