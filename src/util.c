@@ -90,15 +90,17 @@ bool parse_size(const char *arg, uint64_t *out)
 	if (*p < '0' || *p > '9')
 		return false;
 	for (; *p >= '0' && *p <= '9'; p++) {
-		if (whole > (UINT64_MAX - 9) / 10)
+		uint64_t digit = *p - '0';
+
+		if (whole > UINT64_MAX / 10 || whole * 10 > UINT64_MAX - digit)
 			return false;
-		whole = whole * 10 + (*p - '0');
+		whole = whole * 10 + digit;
 	}
 	if (*p == '.') {
 		p++;
 		if (*p < '0' || *p > '9')
 			return false;
-		/* Nine digits are more than any unit here can make whole bytes of. */
+		/* Nine digits of a fraction are more than any unit here makes whole bytes of. */
 		for (; *p >= '0' && *p <= '9'; p++)
 			if (frac_scale < 1000000000ULL) {
 				frac = frac * 10 + (*p - '0');
@@ -112,12 +114,12 @@ bool parse_size(const char *arg, uint64_t *out)
 
 		if (strcmp(p, units[i].name))
 			continue;
-		if (whole > UINT64_MAX / m)
+		/* frac < frac_scale: its part is below m, in 128 bits on the way. */
+		uint64_t part = (unsigned __int128)frac * m / frac_scale;
+
+		if (whole > UINT64_MAX / m || whole * m > UINT64_MAX - part)
 			return false;
-		/* frac < frac_scale <= 1e9 and m <= 2^40: the product fits. */
-		if (m > UINT64_MAX / frac_scale || whole * m > UINT64_MAX - frac * m / frac_scale)
-			return false;
-		*out = whole * m + frac * m / frac_scale;
+		*out = whole * m + part;
 		return true;
 	}
 	return false;
