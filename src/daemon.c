@@ -163,9 +163,6 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 		case 'j':
 			o->json = true;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
 		case OPT_METRICS:
 			if (!opt_writable("daemon", "--metrics", optarg))
 				return EXIT_USAGE;
@@ -198,11 +195,10 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 		case OPT_OFF:
 			o->policy.start_off = true;
 			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("daemon", c, argv);
+			if (opt_common("daemon", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (policy_opt && !o->enforce) {

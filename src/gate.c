@@ -163,14 +163,10 @@ static int parse_opts(int argc, char **argv, struct gate_opts *o)
 		case O_ALLOW:
 			o->allow_workload_failure = true;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("gate", c, argv);
+			if (opt_common("gate", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (optind >= nopts)

@@ -57,14 +57,10 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 			if (!opt_count("report", "-n", optarg, &o->top))
 				return EXIT_USAGE;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("report", c, argv);
+			if (opt_common("report", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (optind >= argc)

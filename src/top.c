@@ -132,14 +132,10 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		case 'j':
 			o->json = true;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("top", c, argv);
+			if (opt_common("top", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (optind >= argc)

@@ -46,6 +46,19 @@ int usage_bad_option(const char *cmd, int c, char *const argv[])
 	return EXIT_USAGE;
 }
 
+int opt_common(const char *cmd, int c, const char *usage, bool *one_fs, char *const argv[])
+{
+	if (c == 'x') {
+		*one_fs = true;
+		return EXIT_OK;
+	}
+	if (c == 'h') {
+		fputs(usage, stdout);
+		exit(EXIT_OK);
+	}
+	return usage_bad_option(cmd, c, argv);
+}
+
 int usage_no_path(const char *cmd)
 {
 	msg("%s: at least one PATH is needed (see dupcache %s --help)", cmd, cmd);

@@ -43,6 +43,12 @@ void stop_on_signals(void);
  */
 int usage_bad_option(const char *cmd, int c, char *const argv[]);
 int usage_no_path(const char *cmd);
+/*
+ * What every command's option loop ends with: -x sets *one_fs (returns
+ * EXIT_OK), -h/--help prints the usage and exits 0, anything else is a bad
+ * option (usage_bad_option()).
+ */
+int opt_common(const char *cmd, int c, const char *usage, bool *one_fs, char *const argv[]);
 /* Option values; false after a one-line message when arg is not one. */
 bool opt_seconds(const char *cmd, const char *opt, const char *arg, double lo, double hi,
 		 double *out);
