@@ -34,6 +34,7 @@ import fsimg                                            # noqa: E402
 from fsimg import (LoopFs, MiB, PAGE, spawn, make_file,  # noqa: E402
                    reflink, read_range, drop, cold, pin)
 from harness import Fail, Suite, check                  # noqa: E402
+from test_integration import btf_without                # noqa: E402
 
 FSTYPES = ('xfs', 'btrfs')
 BIN = None
@@ -455,6 +456,34 @@ def t_snapshot(fs, m, out):
     check(n == 2 and cases[0] == ('end_dup_bytes max', None, None) and
           cases[1][0] == 'refaults max' and 'without a workload' in cases[1][2],
           'JUnit %s' % cases)
+
+
+@test('stalls_unmeasured_without_tracepoints')
+def t_stalls_unmeasured():
+    """A kernel without a reclaim stall tracepoint: the stall metrics are
+    not 0 but absent, and a budget on them fails as unmeasured."""
+    with LoopFs('xfs') as m:
+        a, b, c = three_clones(m, size=1 * MiB)
+        out = tempfile.mkdtemp(prefix='dupcache-gate-out-', dir='/tmp')
+        try:
+            budget = os.path.join(out, 'b.json')
+            json.dump({'budgets': {'reclaim_stalls': {'max': 0, 'level': 'warn'},
+                                   'reclaim_stall_ms': {'max': 1000}}}, open(budget, 'w'))
+            j, so, se = gate_json(['--budget', budget, m], cat(a, b), out, 0)
+            check('reclaim_stalls' in j['metrics'] and
+                  [c['status'] for c in j['checks']] == ['pass', 'pass'],
+                  'with the tracepoints: %s, stderr %r' % (j['checks'], se))
+            env = btf_without(['mm_vmscan_memcg_reclaim_end'], os.path.join(out, 'k.btf'))
+            j, so, se = gate_json(['--budget', budget, m], cat(a, b), out, 6, env=env)
+            check('mm_vmscan_memcg_reclaim_end' in se, 'stderr %r' % se)
+            check('reclaim_stalls' not in j['metrics'] and 'reclaim_stall_ms' not in j['metrics']
+                  and j['metrics']['peak_dup_bytes'] == 1 * MiB, 'metrics %s' % j['metrics'])
+            check([(c['status'], c['value']) for c in j['checks']] ==
+                  [('unmeasured', None), ('unmeasured', None)] and
+                  'lacks the tracepoints' in j['checks'][0]['reason'] and
+                  j['verdict'] == 'fail', 'checks %s' % j['checks'])
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- bad input
