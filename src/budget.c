@@ -350,27 +350,16 @@ const char *checks_verdict(const struct budget *b)
 
 const char *metric_format(enum metric m, double v, char *buf, size_t len)
 {
-	switch (metric_defs[m].unit) {
-	case U_BYTES:
-		if (v < 0) {
-			char pos[32];
+	static const char *const fmt[] = { [U_PERCENT] = "%.1f%%", [U_COUNT] = "%.0f",
+					   [U_SECONDS] = "%.2f s", [U_MS] = "%.1f ms" };
+	enum unit u = metric_defs[m].unit;
+	char pos[32];
 
-			snprintf(buf, len, "-%s", human_bytes((uint64_t)-v, pos, sizeof(pos)));
-			return buf;
-		}
-		return human_bytes((uint64_t)v, buf, len);
-	case U_PERCENT:
-		snprintf(buf, len, "%.1f%%", v);
-		return buf;
-	case U_COUNT:
-		snprintf(buf, len, "%.0f", v);
-		return buf;
-	case U_SECONDS:
-		snprintf(buf, len, "%.2f s", v);
-		return buf;
-	case U_MS:
-		snprintf(buf, len, "%.1f ms", v);
-		return buf;
-	}
-	return "?";
+	if (u != U_BYTES)
+		snprintf(buf, len, fmt[u], v);
+	else if (v < 0)
+		snprintf(buf, len, "-%s", human_bytes((uint64_t)-v, pos, sizeof(pos)));
+	else
+		human_bytes((uint64_t)v, buf, len);
+	return buf;
 }
