@@ -12,6 +12,7 @@ in-kernel peak of duplicate bytes is exactly 2 x 32 MiB; the oracle, taken
 on the state the workload leaves (pinned at once, so DAMON cannot page it
 out), must say the same.  DAMON here pages out only what stayed idle for a
 minute (age >= 12 aggregations of 5 s); every test reads its data fresh.
+Reclaim (a 24 MiB memory cgroup) is bounded by the kernel's own counters.
 The JUnit files are read with Debian's python3-junitparser, the CI files
 with python3-yaml.
 """
@@ -35,6 +36,7 @@ from fsimg import (LoopFs, MiB, PAGE, spawn, make_file,  # noqa: E402
                    reflink, read_range, drop, cold, pin)
 from harness import Fail, Suite, check                  # noqa: E402
 from test_integration import btf_without                # noqa: E402
+from test_top import CG_ROOT, Memcg, memcg_v1, vmstat   # noqa: E402
 
 FSTYPES = ('xfs', 'btrfs')
 BIN = None
@@ -456,6 +458,46 @@ def t_snapshot(fs, m, out):
     check(n == 2 and cases[0] == ('end_dup_bytes max', None, None) and
           cases[1][0] == 'refaults max' and 'without a workload' in cases[1][2],
           'JUnit %s' % cases)
+
+
+@each_fs('reclaim_in_memcg')
+def t_reclaim(fs, m, out):
+    """Two passes over 3 x 16 MiB of clones in a 24 MiB memory cgroup:
+    reclaim, refaults and limit reclaim stalls, bounded by the kernel's own
+    counters; the end state exact against the oracle."""
+    if not memcg_v1():
+        raise Fail('no cgroup v1 memory hierarchy at %s (this machine has one)' % CG_ROOT)
+    size, limit = 16 * MiB, 24 * MiB
+    paths = three_clones(m, size=size)
+    per_pass = 3 * size // PAGE
+    cg = Memcg('gate', limit=limit)
+    try:
+        vm0, st0 = vmstat(), cg.stat()
+        script = 'echo $$ > %s/cgroup.procs && cat "$@" >/dev/null && cat "$@" >/dev/null' % cg.path
+        j, so, se = gate_json([m], ['sh', '-c', script, 'sh'] + paths, out, 0)
+        want = after_workload(m)
+        vm1, st1 = vmstat(), cg.stat()
+    finally:
+        cg.remove()
+    mt = j['metrics']
+    check(mt['end_cached_bytes'] == want['totals']['cached_bytes'] <= limit and
+          mt['end_dup_bytes'] == want['totals']['dup_bytes'] and
+          mt['cached_growth_bytes'] == mt['end_cached_bytes'],
+          'end state %s, oracle %s' % (mt, want['totals']))
+    steal = vm1['pgsteal_file'] - vm0['pgsteal_file']
+    refault = st1['workingset_refault_file'] - st0['workingset_refault_file']
+    check(0 < mt['reclaimed'] <= steal, 'reclaimed %d, want 1..%d (/proc/vmstat pgsteal_file)'
+          % (mt['reclaimed'], steal))
+    check(0 < mt['refaults'] <= min(refault, mt['reclaimed']),
+          'refaults %d, want 1..min(memory.stat workingset_refault_file %d, reclaimed %d)'
+          % (mt['refaults'], refault, mt['reclaimed']))
+    # every page is read twice; what stayed resident across the passes is at most the limit
+    check(mt['pages_added'] >= 2 * per_pass - limit // PAGE, 'pages_added %d < %d'
+          % (mt['pages_added'], 2 * per_pass - limit // PAGE))
+    check(0 < mt['peak_dup_bytes'] <= limit, 'peak_dup_bytes %s' % mt['peak_dup_bytes'])
+    check(mt['reclaim_stalls'] > 0 and mt['reclaim_stall_ms'] > 0,
+          'the cgroup limit caused no reclaim stall: %s ms in %s' % (
+              mt['reclaim_stall_ms'], mt['reclaim_stalls']))
 
 
 @test('stalls_unmeasured_without_tracepoints')
