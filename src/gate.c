@@ -467,6 +467,8 @@ static int workload_run(const struct gate_opts *o, const struct scan *survey, st
 	if (w.untracked_files)
 		msg("gate: %llu files not tracked: the engine's maps are full",
 		    (unsigned long long)w.untracked_files);
+	/* Figures that miss files are not a pass: at best exit 3, as for skipped input. */
+	r->incomplete = w.missing_entry || w.untracked_files;
 
 	double *v = r->m.v;
 
@@ -614,8 +616,8 @@ int cmd_gate(int argc, char **argv)
 			if (ret)
 				break;
 			g.nruns++;
-			if (g.runs[i].exit_status)
-				g.workload_failed = true;
+			g.workload_failed |= g.runs[i].exit_status != 0;
+			g.input_lost |= g.runs[i].incomplete;
 		}
 		if (g.interrupted && g.nruns < o.runs)
 			msg("gate: interrupted after %zu of %llu runs", g.nruns, (unsigned long long)o.runs);

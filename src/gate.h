@@ -39,6 +39,7 @@ struct offender {
 struct run {
 	struct metrics m;
 	int exit_status;         /* the workload's; 128 + N when killed by signal N */
+	bool incomplete;         /* some files untracked (maps full) or lookups failed */
 	struct sample *timeline;
 	size_t ntimeline;
 	long long sample_ns;
@@ -57,7 +58,8 @@ struct gate_result {
 	size_t median_run;       /* stands for all: timeline, offenders */
 	struct metrics metrics;  /* medians */
 	const char *verdict;
-	bool workload_failed, interrupted, input_lost;
+	bool workload_failed, interrupted;
+	bool input_lost;         /* input skipped, or a run's figures miss files: exit 3 */
 	int exit_code;
 };
 

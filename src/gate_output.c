@@ -456,13 +456,25 @@ static void annotate(const struct gate_result *g)
 		}
 	if (worst && g->nruns) {
 		const struct run *r = &g->runs[g->median_run];
+		bool *said = xcalloc(r->noffenders, sizeof(*said));
 
-		for (size_t i = 0; i < r->noffenders && lines < ANNOTATIONS; i++, lines++) {
+		/* Largest first, groups and files mixed (a group before its files at a tie). */
+		for (; lines < ANNOTATIONS; lines++) {
+			const struct offender *o = NULL;
+			size_t best = 0;
+
+			for (size_t i = 0; i < r->noffenders; i++)
+				if (!said[i] && (!o || r->offenders[i].dup_bytes > o->dup_bytes))
+					o = &r->offenders[best = i];
+			if (!o)
+				break;
+			said[best] = true;
 			printf("::%s title=dupcache gate offender::%s %s duplicate page cache: ", worst,
-			       r->offenders[i].group ? "group" : "file", HB(r->offenders[i].dup_bytes));
-			gh_escape(stdout, r->offenders[i].path);
+			       o->group ? "group" : "file", HB(o->dup_bytes));
+			gh_escape(stdout, o->path);
 			putchar('\n');
 		}
+		free(said);
 	}
 	fflush(stdout);
 }

@@ -155,6 +155,15 @@ def fair_share(copies, pages):
     return pages * (PAGE * (copies - 1) // copies)
 
 
+def human(n):
+    """Bytes as the tool prints them (binary units, one decimal below 100)."""
+    units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+    v, u = float(n), 0
+    while v >= 1024 and u < len(units) - 1:
+        v, u = v / 1024, u + 1
+    return '%d B' % n if u == 0 else ('%.1f %s' if v < 100 else '%.0f %s') % (v, units[u])
+
+
 def check_metric(j, name, want, what=''):
     got = j['metrics'].get(name)
     check(got == want, '%s%s = %r, want %r' % (what, name, got, want))
@@ -286,17 +295,28 @@ def t_budget(fs, m, out):
     n, cases = junit(ju)
     check(n == 4 and not [c for c in cases if c[1] or c[2]], 'JUnit %s' % cases)
     check(len(re.findall(r' WARN$', so, re.M)) == 2, 'table %r' % so)
-    # under GitHub Actions: annotations, failed checks first, then offenders
+    # under GitHub Actions: annotations, failed checks first, then the offenders
+    # largest first, at most 10 lines; two smaller groups (8 and 4 MiB of duplicates)
+    x, y, z, w = (os.path.join(m, n) for n in 'xyzw')
+    make_file(x, 8 * MiB, seed=11)
+    reflink(x, y)
+    make_file(z, 4 * MiB, seed=12)
+    reflink(z, w)
     summary = os.path.join(out, 'summary.md')
     open(summary, 'w').write('earlier step\n')
-    rc, so, se = gate(['--max-dup', '1M', '--max-dup-ratio', '10', m], cat(*paths),
-                      env={'GITHUB_ACTIONS': 'true', 'GITHUB_STEP_SUMMARY': summary})
+    j, so, se = gate_json(['--max-dup', '1M', '--max-dup-ratio', '10', m], cat(*paths + [x, y, z, w]),
+                          out, 6, env={'GITHUB_ACTIONS': 'true', 'GITHUB_STEP_SUMMARY': summary})
     ann = [ln for ln in so.splitlines() if ln.startswith('::')]
-    check(rc == 6 and 2 < len(ann) <= 10, 'exit %d, annotations %r' % (rc, ann))
-    check(ann[0].startswith('::error title=dupcache gate::peak_dup_bytes 64.0 MiB') and
-          ann[1].startswith('::error title=dupcache gate::peak_dup_ratio 66.7%') and
-          ann[2] == '::error title=dupcache gate offender::group 64.0 MiB duplicate page '
-          'cache: ' + j['offenders'][0]['path'], 'annotations %r' % ann)
+    offs = sorted(j['offenders'], key=lambda o: -o['dup_bytes'])    # stable: JSON order at ties
+    want = ['::error title=dupcache gate offender::%s %s duplicate page cache: %s'
+            % (o['kind'], human(o['dup_bytes']), o['path']) for o in offs]
+    check([o['dup_bytes'] for o in offs] == [2 * SIZE] + [fair_share(3, SIZE // PAGE)] * 3 +
+          [8 * MiB] + [fair_share(2, 8 * MiB // PAGE)] * 2 +
+          [4 * MiB] + [fair_share(2, 4 * MiB // PAGE)] * 2, 'offenders %s' % offs)
+    # GitHub's workflow commands escape '%' as %25
+    check(ann[0].startswith('::error title=dupcache gate::peak_dup_bytes 76.0 MiB') and
+          ann[1].startswith('::error title=dupcache gate::peak_dup_ratio 63.3%25') and
+          ann[2:] == want[:8] and len(ann) == 10, 'annotations %r, want then %r' % (ann, want))
     text = open(summary).read()
     check(text.startswith('earlier step\n### dupcache gate: fail') and 'xychart-beta' in text,
           'GITHUB_STEP_SUMMARY %r' % text[:200])
