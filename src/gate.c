@@ -593,6 +593,12 @@ int cmd_gate(int argc, char **argv)
 		budget_free(&o.budget);
 		return ret;
 	}
+	/* A workload needs the engine: say so before scanning (and running anything). */
+	if (o.command && (ret = engine_probe())) {
+		budget_free(&o.budget);
+		baseline_free(&o.baseline);
+		return ret;
+	}
 	/* Before any run: which files, on which filesystems (and the check of a baseline). */
 	scan_paths(o.paths, o.npaths, &o.scan, &survey);
 	g.page_size = survey.page_size;

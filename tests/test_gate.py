@@ -104,14 +104,14 @@ def gate_json(args, cmd, out, rc_want, name='g.json', **kw):
     return j, so, se
 
 
-def one_error_line(args, cmd=None, want=2, what=None, **kw):
+def one_error_line(args, cmd=None, want=2, what=None, prefix='dupcache: gate: ', **kw):
     """Bad input: exit `want` and exactly one stderr line "dupcache: ..."."""
     rc, so, se = gate(args, cmd, timeout=60, **kw)
     lines = [ln for ln in se.splitlines() if ln.strip()]
     label = what or ' '.join(args)
     check(rc == want, '%s: exited %d, want %d; stderr=%r' % (label, rc, want, se))
-    check(len(lines) == 1 and lines[0].startswith('dupcache: gate: '),
-          '%s: want one line "dupcache: gate: ...", got %r' % (label, lines))
+    check(len(lines) == 1 and lines[0].startswith(prefix),
+          '%s: want one line "%s...", got %r' % (label, prefix, lines))
     return lines[0]
 
 
@@ -620,6 +620,14 @@ def bad_input(m, paths, out):
         open(budget, 'w').write(content)
         line = one_error_line(['--budget', budget, m], ['true'])
         check(needle in line, 'budget %s: %r does not say %r' % (content, line, needle))
+    # a workload needs the engine: without the privilege, exit 4 before anything runs
+    marker = '/tmp/dupcache-gate-ran-%d' % os.getpid()     # nobody could create it there
+    try:
+        line = one_error_line([m], ['touch', marker], want=4, user=True, prefix='dupcache: ')
+        check('needs root' in line and not os.path.exists(marker), line)
+    finally:
+        if os.path.exists(marker):
+            os.unlink(marker)
     line = one_error_line(['--budget', out + '/missing.json', m], ['true'])
     check('No such file' in line, line)
     # baselines: not one, a relative budget without one, one without a relative budget
