@@ -6,5 +6,6 @@
 int cmd_report(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
+int cmd_gate(int argc, char **argv);
 
 #endif

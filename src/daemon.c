@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <poll.h>
 #include <pwd.h>
@@ -27,7 +26,6 @@
 #include "scan.h"
 #include "util.h"
 
-#define HB(x) human_bytes((x), (char[32]){ 0 }, 32)
 /* Sets listed per text report, most saving first. */
 #define TEXT_SETS 10
 
@@ -43,19 +41,16 @@ struct daemon_opts {
 	const char *trust_cgroups[PCS_MAX_CGROUPS]; /* as given, for messages */
 };
 
-static volatile sig_atomic_t stopping, switch_to; /* switch_to: 1 off, 2 on */
+static volatile sig_atomic_t switch_to; /* 1 off, 2 on */
 
-static void on_signal(int sig)
+static void on_switch_signal(int sig)
 {
-	if (sig == SIGUSR1 || sig == SIGUSR2)
-		switch_to = sig == SIGUSR1 ? 1 : 2;
-	else
-		stopping = 1;
+	switch_to = sig == SIGUSR1 ? 1 : 2;
 }
 
 static const char usage[] =
 	"usage: dupcache daemon [--enforce [TRUST...] [--stale-after SECONDS] [--max-files N] [--off]]\n"
-	"                       [-d SECONDS] [-n COUNT] [--min-size BYTES] [--json] [--metrics FILE]\n"
+	"                       [-d SECONDS] [-n COUNT] [--min-size SIZE] [--json] [--metrics FILE]\n"
 	"                       [-x] PATH...\n"
 	"  every -d seconds (default 10) find the whole-file clone sets below PATH and report\n"
 	"  the page cache one copy per set would save\n"
@@ -69,7 +64,7 @@ static const char usage[] =
 	"  --max-files N       capacity of the policy's map (default 262144)\n"
 	"  --off               start with sharing switched off\n"
 	"  -n COUNT            stop after COUNT reports (default: until SIGINT or SIGTERM)\n"
-	"  --min-size BYTES    only files at least this large (default 1)\n"
+	"  --min-size SIZE     only files at least this large (default 1; units: K, MiB, GB...)\n"
 	"  --json              one JSON object per report (JSON Lines)\n"
 	"  --metrics FILE      also write each report's figures to FILE (Prometheus text\n"
 	"                      format, replaced whole: node_exporter's textfile collector)\n"
@@ -120,19 +115,6 @@ static bool opt_cgroup(const char *arg, struct daemon_opts *o)
 	return true;
 }
 
-/* Its directory must take the file (and the temporary it is renamed from). */
-static bool metrics_writable(const char *path)
-{
-	char *copy = xstrdup(path);
-	const char *dir = dirname(copy);
-	bool ok = access(dir, W_OK) == 0;
-
-	if (!ok)
-		msg("daemon: --metrics %s: cannot write in %s: %s", path, dir, strerror(errno));
-	free(copy);
-	return ok;
-}
-
 static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 {
 	enum { OPT_METRICS = 256, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
@@ -175,17 +157,14 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 				return EXIT_USAGE;
 			break;
 		case 'm':
-			if (!opt_count("daemon", "--min-size", optarg, &o->min_size))
+			if (!opt_size("daemon", "--min-size", optarg, &o->min_size))
 				return EXIT_USAGE;
 			break;
 		case 'j':
 			o->json = true;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
 		case OPT_METRICS:
-			if (!metrics_writable(optarg))
+			if (!opt_writable("daemon", "--metrics", optarg))
 				return EXIT_USAGE;
 			o->metrics = optarg;
 			break;
@@ -216,11 +195,10 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 		case OPT_OFF:
 			o->policy.start_off = true;
 			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("daemon", c, argv);
+			if (opt_common("daemon", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (policy_opt && !o->enforce) {
@@ -418,7 +396,7 @@ static void wait_interval(double interval, struct policy *pol, const sigset_t *u
 {
 	double end = monotonic_ns() / 1e9 + interval, left;
 
-	while (!stopping && (left = end - monotonic_ns() / 1e9) > 0) {
+	while (!stop_signal && (left = end - monotonic_ns() / 1e9) > 0) {
 		struct timespec t = seconds_ts(left);
 
 		if (ppoll(NULL, 0, &t, unblocked) >= 0)
@@ -434,7 +412,7 @@ static void wait_interval(double interval, struct policy *pol, const sigset_t *u
 int cmd_daemon(int argc, char **argv)
 {
 	static const int daemon_signals[] = { SIGINT, SIGTERM, SIGUSR1, SIGUSR2 };
-	struct sigaction sa = { .sa_handler = on_signal };
+	struct sigaction sa = { .sa_handler = on_switch_signal };
 	sigset_t handled, unblocked;
 	struct policy *pol = NULL;
 	struct beat beat = { 0 };
@@ -445,11 +423,12 @@ int cmd_daemon(int argc, char **argv)
 	if (ret)
 		return ret;
 	kernel_support = policy_kernel_support();
+	stop_on_signals();
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	sigemptyset(&handled);
-	for (size_t i = 0; i < sizeof(daemon_signals) / sizeof(daemon_signals[0]); i++) {
-		sigaction(daemon_signals[i], &sa, NULL);
+	for (size_t i = 0; i < sizeof(daemon_signals) / sizeof(daemon_signals[0]); i++)
 		sigaddset(&handled, daemon_signals[i]);
-	}
 	sigprocmask(SIG_BLOCK, &handled, &unblocked);
 	if (o.enforce) {
 		bool replaced;
@@ -478,14 +457,14 @@ int cmd_daemon(int argc, char **argv)
 		msg(kernel_support ? "the kernel has pcshare_ops; without --enforce this only advises: advisory mode"
 				   : "the kernel has no pcshare_ops struct_ops type (kernel/patches): advisory mode");
 	}
-	for (uint64_t n = 0; !stopping && (!o.reports || n < o.reports); n++) {
+	for (uint64_t n = 0; !stop_signal && (!o.reports || n < o.reports); n++) {
 		struct enforcement e = { 0 };
 		struct clone_sets cs;
 		struct scan s;
 
 		if (n)
 			wait_interval(o.interval, pol, &unblocked);
-		if (stopping)
+		if (stop_signal)
 			break;
 		scan_paths(argv + optind, argc - optind, &o.scan, &s);
 		/* Bad input is said once; later rescans keep quiet about it. */

@@ -868,6 +868,16 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 	}
 }
 
+bool engine_attached(const struct engine *e, const char *prog)
+{
+	const struct bpf_object_skeleton *s = e->skel->skeleton;
+
+	for (int i = 0; i < s->prog_cnt; i++)
+		if (!strcmp(s->progs[i].name, prog))
+			return *s->progs[i].link != NULL;
+	return false;
+}
+
 void engine_stop(struct engine *e)
 {
 	if (!e)

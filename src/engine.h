@@ -89,6 +89,12 @@ static inline uint64_t engine_cgroup_resident(const struct dc_cgroup_stats *c)
  */
 void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t *file_share,
 		       uint64_t *cgroup_share);
+/*
+ * Whether the program `prog` of bpf/dupcache.bpf.c is attached: an optional
+ * one is left out on a kernel without its tracepoint, and what it counts
+ * then cannot be measured.
+ */
+bool engine_attached(const struct engine *e, const char *prog);
 void engine_stop(struct engine *e);
 
 #endif

@@ -15,6 +15,7 @@ static const char usage[] =
 	"  report   page cache duplicated across reflinked files, now or over a window\n"
 	"  top      live view: duplication by group, file or cgroup, and reclaim\n"
 	"  daemon   page cache sharing policy daemon (advisory mode: what sharing would save)\n"
+	"  gate     CI gate: fail when a workload caches the same blocks too many times\n"
 	"run 'dupcache COMMAND --help' for its options\n";
 
 static int quiet_libbpf(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -39,6 +40,8 @@ int main(int argc, char **argv)
 		return cmd_top(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "daemon"))
 		return cmd_daemon(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "gate"))
+		return cmd_gate(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(usage, stdout);
 		return EXIT_OK;

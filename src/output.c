@@ -3,8 +3,6 @@
 #include "output.h"
 #include "util.h"
 
-#define HB(x) human_bytes((x), (char[32]){ 0 }, 32)
-
 static size_t shown_groups(const struct report_view *v)
 {
 	return v->top && v->top < v->stats->ngroups ? v->top : v->stats->ngroups;

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* dupcache report: the dedup opportunity now, or over a watched window. */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +30,6 @@ struct report_opts {
 	struct scan_opts scan;
 };
 
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
-
 static int parse_opts(int argc, char **argv, struct report_opts *o)
 {
 	static const struct option longopts[] = {
@@ -66,14 +57,10 @@ static int parse_opts(int argc, char **argv, struct report_opts *o)
 			if (!opt_count("report", "-n", optarg, &o->top))
 				return EXIT_USAGE;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("report", c, argv);
+			if (opt_common("report", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (optind >= argc)
@@ -92,7 +79,6 @@ static void print(const struct report_opts *o, const struct report_view *v)
 
 static int watch(const struct report_opts *o, char **paths, int npaths, bool *input_lost)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
 	struct tracker t;
 	struct engine_window w;
 	struct dup_counts counts;
@@ -105,13 +91,12 @@ static int watch(const struct report_opts *o, char **paths, int npaths, bool *in
 		tracker_stop(&t);
 		return ret;
 	}
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	stop_on_signals();
 	msg("watching %zu files (%zu sharing groups) for %.1f s", t.scan.nfiles,
 	    (size_t)t.map.ngroups, o->watch);
 	start = monotonic_ns();
 	deadline = start + (long long)(o->watch * 1e9);
-	while (!interrupted && monotonic_ns() < deadline && !ret) {
+	while (!stop_signal && monotonic_ns() < deadline && !ret) {
 		nanosleep(&(struct timespec){ 0, POLL_NS }, NULL);
 		ret = tracker_poll(&t, false);
 	}

@@ -20,8 +20,6 @@
 #include "tracker.h"
 #include "util.h"
 
-#define HB(x) human_bytes((x), (char[32]){ 0 }, 32)
-
 enum by { BY_GROUP, BY_FILE, BY_CGROUP, BY_COUNT };
 static const char *const by_name[] = { "group", "file", "cgroup" };
 
@@ -71,14 +69,6 @@ struct prev {
 	size_t nfiles;
 	uint64_t cgroup[DC_MAX_CGROUPS][4];
 };
-
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	interrupted = 1;
-}
 
 static const char usage[] =
 	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup]\n"
@@ -142,14 +132,10 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		case 'j':
 			o->json = true;
 			break;
-		case 'x':
-			o->scan.one_fs = true;
-			break;
-		case 'h':
-			fputs(usage, stdout);
-			exit(EXIT_OK);
 		default:
-			return usage_bad_option("top", c, argv);
+			if (opt_common("top", c, usage, &o->scan.one_fs, argv))
+				return EXIT_USAGE;
+			break;
 		}
 	}
 	if (optind >= argc)
@@ -157,20 +143,6 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 	if (!o->json && !isatty(STDOUT_FILENO))
 		o->batch = true;
 	return EXIT_OK;
-}
-
-static uint64_t meminfo_cached_bytes(void)
-{
-	FILE *f = fopen("/proc/meminfo", "re");
-	unsigned long long kb = 0;
-	char line[256];
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "Cached: %llu kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb * 1024;
 }
 
 static double per_s(uint64_t now, uint64_t then, double seconds)
@@ -576,7 +548,6 @@ static bool handle_key(int ch, struct top_opts *o, bool *paused, bool *help, boo
 
 int cmd_top(int argc, char **argv)
 {
-	struct sigaction sa = { .sa_handler = on_signal };
 	struct top_opts o;
 	struct tracker t;
 	struct prev prev = { 0 };
@@ -595,8 +566,7 @@ int cmd_top(int argc, char **argv)
 		tracker_stop(&t);
 		return ret;
 	}
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	stop_on_signals();
 	screen = !o.batch && !o.json;
 	if (screen) {
 		initscr();
@@ -610,7 +580,7 @@ int cmd_top(int argc, char **argv)
 	prev.generation = (uint64_t)-1;
 	free(collect(&t, o.by, &prev, &h, &nrows, started)); /* baseline for rates */
 	next = started + (long long)(o.delay * 1e9);
-	while (!interrupted && !quit) {
+	while (!stop_signal && !quit) {
 		long long now = monotonic_ns();
 		bool redraw = false;
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <errno.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,19 @@ int usage_bad_option(const char *cmd, int c, char *const argv[])
 	return EXIT_USAGE;
 }
 
+int opt_common(const char *cmd, int c, const char *usage, bool *one_fs, char *const argv[])
+{
+	if (c == 'x') {
+		*one_fs = true;
+		return EXIT_OK;
+	}
+	if (c == 'h') {
+		fputs(usage, stdout);
+		exit(EXIT_OK);
+	}
+	return usage_bad_option(cmd, c, argv);
+}
+
 int usage_no_path(const char *cmd)
 {
 	msg("%s: at least one PATH is needed (see dupcache %s --help)", cmd, cmd);
@@ -72,6 +86,130 @@ bool opt_count(const char *cmd, const char *opt, const char *arg, uint64_t *out)
 		return true;
 	msg("%s: %s takes a whole number >= 0, not '%s'", cmd, opt, arg);
 	return false;
+}
+
+bool parse_size(const char *arg, uint64_t *out)
+{
+	static const struct { const char *name; uint64_t mult; } units[] = {
+		{ "", 1 }, { "B", 1 },
+		{ "K", 1ULL << 10 }, { "KiB", 1ULL << 10 }, { "M", 1ULL << 20 }, { "MiB", 1ULL << 20 },
+		{ "G", 1ULL << 30 }, { "GiB", 1ULL << 30 }, { "T", 1ULL << 40 }, { "TiB", 1ULL << 40 },
+		{ "KB", 1000ULL }, { "MB", 1000000ULL }, { "GB", 1000000000ULL },
+		{ "TB", 1000000000000ULL },
+	};
+	const char *p = arg;
+	uint64_t whole = 0, frac = 0, frac_scale = 1;
+
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		uint64_t digit = *p - '0';
+
+		if (whole > UINT64_MAX / 10 || whole * 10 > UINT64_MAX - digit)
+			return false;
+		whole = whole * 10 + digit;
+	}
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return false;
+		/* Nine digits of a fraction are more than any unit here makes whole bytes of. */
+		for (; *p >= '0' && *p <= '9'; p++)
+			if (frac_scale < 1000000000ULL) {
+				frac = frac * 10 + (*p - '0');
+				frac_scale *= 10;
+			}
+	}
+	if (*p == ' ' && p[1])
+		p++;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		uint64_t m = units[i].mult;
+
+		if (strcmp(p, units[i].name))
+			continue;
+		/* frac < frac_scale: its part is below m, in 128 bits on the way. */
+		uint64_t part = (unsigned __int128)frac * m / frac_scale;
+
+		if (whole > UINT64_MAX / m || whole * m > UINT64_MAX - part)
+			return false;
+		*out = whole * m + part;
+		return true;
+	}
+	return false;
+}
+
+bool opt_size(const char *cmd, const char *opt, const char *arg, uint64_t *out)
+{
+	if (parse_size(arg, out))
+		return true;
+	msg("%s: %s takes a size (bytes, or with a unit: K, KiB, M, MiB, G, GiB, T, TiB, KB, MB, "
+	    "GB, TB), not '%s'", cmd, opt, arg);
+	return false;
+}
+
+bool parse_percent(const char *arg, double *out)
+{
+	char *end;
+
+	if ((*arg < '0' || *arg > '9') && *arg != '.')
+		return false;
+	*out = strtod(arg, &end);
+	if (end == arg)
+		return false;
+	if (*end == '%')
+		end++;
+	return !*end && *out >= 0 && *out < 1e15;
+}
+
+bool opt_percent(const char *cmd, const char *opt, const char *arg, double hi, double *out)
+{
+	if (parse_percent(arg, out) && *out <= hi)
+		return true;
+	msg("%s: %s takes a percentage from 0 to %.10g (50, 50%% or 12.5%%), not '%s'", cmd, opt,
+	    hi, arg);
+	return false;
+}
+
+bool opt_writable(const char *cmd, const char *opt, const char *path)
+{
+	char *copy = xstrdup(path);
+	const char *dir = dirname(copy);
+	bool ok = access(dir, W_OK) == 0;
+
+	if (!ok)
+		msg("%s: %s %s: cannot write in %s: %s", cmd, opt, path, dir, strerror(errno));
+	free(copy);
+	return ok;
+}
+
+volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+void stop_on_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+uint64_t meminfo_cached_bytes(void)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	unsigned long long kb = 0;
+	char line[256];
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "Cached: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024;
 }
 
 static void *oom(void)

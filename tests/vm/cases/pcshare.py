@@ -9,9 +9,13 @@ $VMTEST_RESULTS as PASS/FAIL pcshare.NAME; the oracles are /proc/meminfo
 file's bytes as written, and the BPF object ids the kernel lists.
 
   without_policy  reading a b c d caches 4 copies; report: dup = 3 copies
+  gate_without_policy  `dupcache gate --max-dup <one copy>` around reading a b c d
+                  fails (exit 6): its exact peak is 3 copies' duplicate bytes
   one_copy        with the daemon, after drop_caches (inodes too), clones read
                   before their donor: growth <= 1.05 x one copy, 3 shares, every
                   checksum its own file's, report: dup 0, the clones cache nothing
+  gate_one_copy   the same gate while the daemon enforces passes (exit 0): peak
+                  <= one copy's bytes, 3 shares granted during it
   kernel_refused  e changed after the daemon's scan: the policy still proposes
                   a, the kernel refuses (pcshare_kernel_refused +1), e's bytes
   etxtbsy         write opens and truncate(2) of a shared clone and its donor fail while shared,
@@ -233,6 +237,22 @@ def setup():
     os.sync()
 
 
+def gate(names):
+    """dupcache gate --max-dup <one copy> around reading names: (exit code, its JSON)."""
+    out = WORK + '/gate.json'
+    cmd = [BIN, 'gate', '--max-dup', str(SIZE), '--json', out, MNT, '--',
+           'sh', '-c', 'cat "$@" >/dev/null', 'sh'] + [os.path.join(MNT, n) for n in names]
+    log('$', ' '.join(cmd))
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in p.stdout.splitlines():
+        print('[gate]', line, flush=True)
+    try:
+        with open(out) as f:
+            return p.returncode, json.load(f)
+    except (OSError, ValueError):
+        return p.returncode, {'metrics': {}}
+
+
 def read_files(names):
     return {n: md5(n) for n in names}
 
@@ -257,6 +277,11 @@ def main():
     check('without_policy', growth >= 4 * ONE_COPY_KIB * 0.95 and
           rep['totals']['dup_bytes'] == 3 * SIZE and set(sums.values()) == {want},
           'Cached: +%d KiB, dup_bytes %d' % (growth, rep['totals']['dup_bytes']))
+    # The CI gate on the same reads: a budget of one copy's duplicate bytes fails.
+    rc, g = gate('abcd')
+    check('gate_without_policy', rc == 6 and g['metrics'].get('peak_dup_bytes') == 3 * SIZE,
+          'exit %d, peak_dup_bytes %s, want exit 6 and %d' % (rc, g['metrics'].get('peak_dup_bytes'),
+                                                              3 * SIZE))
 
     # 2. With the policy: one copy.
     d = Daemon('-d', '600')
@@ -287,6 +312,14 @@ def main():
     check('report_dup_zero', rep['totals']['dup_bytes'] == 0 and cached[donor] == SIZE and
           all(cached[n] == 0 for n in members),
           'dup_bytes %d, cached %s' % (rep['totals']['dup_bytes'], cached))
+    # The gate under the sharing policy: at most one copy's duplicate bytes (its
+    # drop is per file, the shares come back as the clones are read again).
+    g0 = vmstat('pcshare_granted')
+    rc, g = gate('abcd')
+    granted = vmstat('pcshare_granted') - g0
+    check('gate_one_copy', rc == 0 and g['metrics'].get('peak_dup_bytes', SIZE + 1) <= SIZE and
+          granted == 3, 'exit %d, peak_dup_bytes %s, pcshare_granted +%d' % (
+              rc, g['metrics'].get('peak_dup_bytes'), granted))
 
     # 3. The kernel checks for itself: e changed after the daemon's scan, so
     # the policy still proposes a donor for it (e itself if it is the donor).
