@@ -238,7 +238,7 @@ int engine_probe(void)
 
 		if (fd < 0 && (errno == EPERM || errno == EACCES)) {
 			msg("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); "
-			    "run without --watch for a snapshot");
+			    "a snapshot (report without --watch, gate without a COMMAND) needs neither");
 			return EXIT_NOPERM;
 		}
 		if (fd >= 0)
