@@ -590,6 +590,20 @@ def watch_test(name):
     return deco
 
 
+def watch_read_clones(fs, m, size, seconds):
+    """a and its clone b, both read from a cold cache, then a Watch of m
+    that is ready: (a, b, watch)."""
+    a, b = m + '/a', m + '/b'
+    make_file(a, size, seed=1)
+    reflink(a, b)
+    cold(m, fs)
+    read_range(a)
+    read_range(b)
+    w = Watch([m], seconds)
+    w.wait_ready()
+    return a, b, w
+
+
 @watch_test('watch_read_drop')
 def w_read_drop(fs, m):
     paths = four_clones(m)
@@ -702,14 +716,7 @@ def t_watch_btrfs_snapshots():
 def w_odirect_cow(fs, m):
     # VM images with cache=none: an O_DIRECT write into a clone moves its
     # blocks without dirtying a page; the filesystem's own tracepoint says so.
-    a, b = m + '/a', m + '/b'
-    make_file(a, 16 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
-    read_range(a)
-    read_range(b)
-    w = Watch([m], 3)
-    w.wait_ready()
+    a, b, w = watch_read_clones(fs, m, 16 * MiB, 3)
     buf = mmap.mmap(-1, 4 * MiB)
     buf.write(data(4 * MiB, 9))
     fd = os.open(b, os.O_WRONLY | os.O_DIRECT)
@@ -936,14 +943,7 @@ def t_lacking_required():
 
 @watch_test('watch_cow_write')
 def w_cow(fs, m):
-    a, b = m + '/a', m + '/b'
-    make_file(a, 8 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
-    read_range(a)
-    read_range(b)
-    w = Watch([m], 3)
-    w.wait_ready()
+    a, b, w = watch_read_clones(fs, m, 8 * MiB, 3)
     write_at(b, 4 * MiB + 2 * PAGE, data(3 * PAGE, 77))   # CoW + fsync
     read_range(b)
     j = w.finish()
