@@ -69,12 +69,20 @@ static void print_table(const struct gate_result *g)
 		       g->nruns > 1 ? " (medians)" : "");
 	else
 		printf("; snapshot");
-	printf("\n  %-24s %12s  %-52s %-5s  %s\n", "METRIC", "VALUE", "LIMIT", "LEVEL", "STATUS");
+	/* The LIMIT column as wide as its widest entry (a relative limit says how it was made). */
+	int w = (int)strlen("LIMIT");
+
+	for (size_t i = 0; i < b->n; i++) {
+		int n = (int)strlen(limit_text(&b->checks[i], limit, sizeof(limit)));
+
+		w = n > w ? n : w;
+	}
+	printf("\n  %-24s %12s  %-*s %-5s  %s\n", "METRIC", "VALUE", w, "LIMIT", "LEVEL", "STATUS");
 	for (size_t i = 0; i < b->n; i++) {
 		const struct check *c = &b->checks[i];
 
-		printf("  %-24s %12s  %-52s %-5s  %s", metric_defs[c->metric].name,
-		       value_text(c, value, sizeof(value)), limit_text(c, limit, sizeof(limit)),
+		printf("  %-24s %12s  %-*s %-5s  %s", metric_defs[c->metric].name,
+		       value_text(c, value, sizeof(value)), w, limit_text(c, limit, sizeof(limit)),
 		       level_name[c->level], status_text(c));
 		if (c->reason)
 			printf(": %s", c->reason);
@@ -87,8 +95,8 @@ static void print_table(const struct gate_result *g)
 		for (size_t i = 0; i < b->n; i++)
 			checked |= b->checks[i].metric == (enum metric)m;
 		if (!checked && g->metrics.have[m])
-			printf("  %-24s %12s  %-52s %-5s  -\n", metric_defs[m].name,
-			       FMT(m, g->metrics.v[m]), "-", "-");
+			printf("  %-24s %12s  %-*s %-5s  -\n", metric_defs[m].name,
+			       FMT(m, g->metrics.v[m]), w, "-", "-");
 	}
 	if (g->nruns && g->runs[g->median_run].noffenders) {
 		const struct run *r = &g->runs[g->median_run];
