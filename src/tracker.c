@@ -58,8 +58,10 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	 * starts at 0); one that slipped in before it was attached shows in the
 	 * files' ctime.
 	 */
-	if (changed_since_scan(&t->scan))
+	if (changed_since_scan(&t->scan)) {
 		t->changed_at = t->pending_since = monotonic_ns();
+		t->reread_all = true; /* no event says which files: read them all */
+	}
 	return EXIT_OK;
 }
 
@@ -112,7 +114,7 @@ int tracker_poll(struct tracker *t, bool now)
 	/* What the first scan said about bad input stays said; rescans are quiet. */
 	quiet.quiet = true;
 	tree = engine_tree_changes(t->engine);
-	if (tree == t->seen_tree_changes) {
+	if (tree == t->seen_tree_changes && !t->reread_all) {
 		/* Only known files changed: the others keep their extents. */
 		changed = changed_files(t);
 		reuse = (struct scan_reuse){ .prev = &old, .changed = changed,
@@ -120,6 +122,7 @@ int tracker_poll(struct tracker *t, bool now)
 		quiet.reuse = &reuse;
 	}
 	t->seen_tree_changes = tree;
+	t->reread_all = false;
 	extmap_free(&t->map);
 	survey(t, &quiet);
 	t->scan.input_lost |= old.input_lost;

@@ -24,6 +24,7 @@ struct tracker {
 	struct scan_opts opts;
 	uint64_t seen_changes;
 	uint64_t seen_tree_changes;
+	bool reread_all;          /* the next rebuild re-reads every file's extents */
 	long long changed_at;     /* last change not yet acted on; 0: none */
 	long long pending_since;  /* first change not yet acted on */
 };
