@@ -717,12 +717,19 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 		return err;
 	take_memo(e, &memo);
 	if (!e->skel || !fits(&e->cap, &want)) {
-		if (e->skel) {
-			/* Window counters live on across a reload with bigger maps. */
-			add_counters(&e->carried, &e->skel->bss->totals);
-			unload(e);
-		}
+		/*
+		 * Bigger maps: the new engine is attached before the old one goes,
+		 * so no change falls between them.  The old one's counters (with
+		 * the changes it saw meanwhile) live on in `carried`.
+		 */
+		struct engine old = *e;
+
 		err = load(e, &want);
+		if (old.skel && e->skel != old.skel) {
+			add_counters(&e->carried, &old.skel->bss->totals);
+			unload(&old);
+			e->nkeys = 0; /* they were keys of the old maps */
+		}
 		if (!err)
 			restore_cgroup_slots(e, &memo);
 	}
@@ -752,7 +759,7 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 	return EXIT_OK;
 }
 
-int engine_start(struct engine **out, struct scan *s, const struct extmap *m)
+static int engine_start(struct engine **out, struct scan *s, const struct extmap *m)
 {
 	struct engine *e = xcalloc(1, sizeof(*e));
 	int err = engine_sync(e, s, m);
@@ -763,6 +770,17 @@ int engine_start(struct engine **out, struct scan *s, const struct extmap *m)
 	}
 	*out = e;
 	return EXIT_OK;
+}
+
+int engine_attach(struct engine **out)
+{
+	struct scan none = { 0 };
+	struct extmap nothing = { 0 };
+	int err = engine_start(out, &none, &nothing);
+
+	if (!err)
+		(*out)->started = false; /* the first sync with files is no refresh */
+	return err;
 }
 
 bool engine_sees_every_change(const struct engine *e)

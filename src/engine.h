@@ -31,8 +31,13 @@ struct engine_window {
  */
 int engine_probe(void);
 
-/* Returns EXIT_OK, or an exit code after a one-line message. */
-int engine_start(struct engine **out, struct scan *s, const struct extmap *m);
+/*
+ * Returns EXIT_OK, or an exit code after a one-line message.  Attached
+ * with no file yet (engine_sync() gives it the scan): every
+ * clone, dedupe or snapshot syscall on any filesystem counts as a tree
+ * change from now on, so one made while the trees are scanned is seen.
+ */
+int engine_attach(struct engine **out);
 /* Replace the tracked state with a new scan + map (after a change). */
 int engine_sync(struct engine *e, struct scan *s, const struct extmap *m);
 /* A file id's id before the last sync (the same file, by key), or -1 if it is new. */

@@ -49,18 +49,28 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	ret = engine_probe();
 	if (ret)
 		return ret;
+	/*
+	 * Attached before the scan: a clone or dedupe made while it reads
+	 * (a dedupe leaves ctime alone) counts as a tree change.
+	 */
+	ret = engine_attach(&t->engine);
+	if (ret)
+		return ret;
 	survey(t, opts);
-	ret = engine_start(&t->engine, &t->scan, &t->map);
+	/* What the engine saw during the scan; anything later is a change to act on. */
+	t->seen_changes = engine_changes(t->engine);
+	t->seen_tree_changes = engine_tree_changes(t->engine);
+	ret = engine_sync(t->engine, &t->scan, &t->map);
 	if (ret)
 		return ret;
 	/*
-	 * Every change the engine saw since it was attached counts (seen_changes
-	 * starts at 0); one that slipped in before it was attached shows in the
-	 * files' ctime.
+	 * A clone or dedupe during the scan, or a write (it shows in the files'
+	 * ctime): no event says which files changed, so the next rebuild reads
+	 * them all.
 	 */
-	if (changed_since_scan(&t->scan)) {
+	if (t->seen_tree_changes || changed_since_scan(&t->scan)) {
 		t->changed_at = t->pending_since = monotonic_ns();
-		t->reread_all = true; /* no event says which files: read them all */
+		t->reread_all = true;
 	}
 	return EXIT_OK;
 }
