@@ -470,6 +470,22 @@ static __always_inline __u32 *tracked_file(struct inode *inode)
 	return bpf_map_lookup_elem(&tracked, &key);
 }
 
+/* The engine's record of a tracked inode, or NULL. */
+static __always_inline struct dc_file *tracked_dc_file(struct inode *inode)
+{
+	__u32 *fid = tracked_file(inode);
+
+	return fid ? bpf_map_lookup_elem(&files, fid) : NULL;
+}
+
+static __always_inline void note_inode_change(struct inode *inode)
+{
+	struct dc_file *file = tracked_dc_file(inode);
+
+	if (file)
+		note_file_change(file);
+}
+
 #define PF_MEMALLOC 0x00000800 /* set by every reclaimer: kswapd, direct, memcg, DAMON */
 
 /* The slot of a memory cgroup, handed out on first sight (bounded). */
@@ -521,7 +537,7 @@ static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
-	__u32 *fid, cgroup = DC_CGROUP_UNKNOWN;
+	__u32 cgroup = DC_CGROUP_UNKNOWN;
 	struct dc_file *file;
 	bool reclaim = false;
 	struct inode *host;
@@ -529,10 +545,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 
 	if (!mapping || !(host = mapping->host))
 		return 0;
-	fid = tracked_file(host);
-	if (!fid)
-		return 0;
-	file = bpf_map_lookup_elem(&files, fid);
+	file = tracked_dc_file(host);
 	if (!file)
 		return 0;
 	npages = folio_pages(folio);
@@ -576,30 +589,16 @@ int BPF_PROG(folio_removed, struct folio *folio)
 }
 
 /*
- * Change detection: the loader re-reads extents when `totals.changes` moves.
- * A dirtied page of a tracked file may be copied on write; a page removed
- * past EOF or from an unlinked inode means truncate or unlink; a clone,
- * dedupe, copy_file_range or fallocate on a watched filesystem may create
- * or move sharing, also with files the scan has not seen yet.  The
- * syscalls are caught at entry (where the fd is) and counted at exit (when
- * the extents have changed).  Tracepoints only (tp_btf): they need no
- * ftrace trampolines, which locked-down kernels refuse, and no tracefs.
+ * Change detection: the loader re-reads extents when `totals.changes` moves
+ * (note_file_change / note_tree_change say how much).  A dirtied page of a
+ * tracked file that shares may be copied on write; a page removed past EOF
+ * or from an unlinked inode means truncate or unlink; the filesystems'
+ * own tracepoints say blocks moved; a clone, dedupe, snapshot,
+ * copy_file_range or fallocate on a watched filesystem may create or move
+ * sharing, also with files the scan has not seen yet.  Tracepoints only
+ * (tp_btf): they need no ftrace trampolines, which locked-down kernels
+ * refuse, and no tracefs.
  */
-static __always_inline struct dc_file *tracked_dc_file(struct inode *inode)
-{
-	__u32 *fid = tracked_file(inode);
-
-	return fid ? bpf_map_lookup_elem(&files, fid) : NULL;
-}
-
-static __always_inline void note_inode_change(struct inode *inode)
-{
-	struct dc_file *file = tracked_dc_file(inode);
-
-	if (file)
-		note_file_change(file);
-}
-
 /* A write into a file that shares no page with another cannot change sharing. */
 SEC("tp_btf/writeback_dirty_folio")
 int BPF_PROG(folio_dirtied, struct folio *folio, struct address_space *mapping)

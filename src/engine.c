@@ -173,33 +173,62 @@ static const char *tracepoint_of(const struct bpf_program *prog)
 /*
  * The kernel's BTF names a type btf_trace_<tp> for every tracepoint it
  * has, the modules' BTF (/sys/kernel/btf/<module>) for theirs: a
- * filesystem built as a module (Debian's XFS and btrfs) has its own.
+ * filesystem built as a module (Debian's XFS and btrfs) has its own.  The
+ * modules' are read once, when a tracepoint is not in the kernel's own.
  */
-static bool kernel_has_tracepoint(const struct btf *btf, const char *tp)
+struct kernel_btfs {
+	struct btf *vmlinux;
+	struct btf **modules;
+	size_t nmodules;
+	bool modules_read;
+};
+
+static void read_module_btfs(struct kernel_btfs *k)
 {
-	char name[128], path[300];
 	struct dirent *d;
-	bool found;
 	DIR *dir;
 
-	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	if (btf_has(btf, name, BTF_KIND_TYPEDEF))
-		return true;
+	k->modules_read = true;
+	/* a custom BTF stands for the whole kernel */
 	if (kernel_btf_path() || !(dir = opendir("/sys/kernel/btf")))
-		return false; /* a custom BTF stands for the whole kernel */
-	found = false;
-	while (!found && (d = readdir(dir))) {
+		return;
+	while ((d = readdir(dir))) {
+		char path[300];
 		struct btf *mod;
 
 		if (d->d_name[0] == '.' || !strcmp(d->d_name, "vmlinux"))
 			continue;
 		snprintf(path, sizeof(path), "/sys/kernel/btf/%s", d->d_name);
-		mod = btf__parse_split(path, (struct btf *)btf);
-		found = mod && btf_has(mod, name, BTF_KIND_TYPEDEF);
-		btf__free(mod);
+		mod = btf__parse_split(path, k->vmlinux);
+		if (!mod)
+			continue;
+		k->modules = xrealloc(k->modules, k->nmodules + 1, sizeof(*k->modules));
+		k->modules[k->nmodules++] = mod;
 	}
 	closedir(dir);
-	return found;
+}
+
+static bool kernel_has_tracepoint(struct kernel_btfs *k, const char *tp)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "btf_trace_%s", tp);
+	if (btf_has(k->vmlinux, name, BTF_KIND_TYPEDEF))
+		return true;
+	if (!k->modules_read)
+		read_module_btfs(k);
+	for (size_t i = 0; i < k->nmodules; i++)
+		if (btf_has(k->modules[i], name, BTF_KIND_TYPEDEF))
+			return true;
+	return false;
+}
+
+static void free_kernel_btfs(struct kernel_btfs *k)
+{
+	for (size_t i = 0; i < k->nmodules; i++)
+		btf__free(k->modules[i]);
+	free(k->modules);
+	btf__free(k->vmlinux);
 }
 
 int engine_probe(void)
@@ -311,18 +340,18 @@ static void unload(struct engine *e)
 /* Leave out the optional programs whose tracepoint the kernel lacks (said once). */
 static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 {
-	struct btf *btf = NULL;
+	struct kernel_btfs k = { 0 };
 
 	if (!e->programs_chosen) {
-		btf = load_kernel_btf();
-		if (!btf)
+		k.vmlinux = load_kernel_btf();
+		if (!k.vmlinux)
 			return bpf_load_error(-errno, "reading the kernel's BTF");
 	}
 	for (size_t i = 0; i < NOPTIONAL_PROGS; i++) {
 		struct bpf_program *prog =
 			bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog);
 
-		if (btf && !kernel_has_tracepoint(btf, tracepoint_of(prog))) {
+		if (k.vmlinux && !kernel_has_tracepoint(&k, tracepoint_of(prog))) {
 			e->lacking[i] = true;
 			if (!optional_progs[i].with_feature) {
 				msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
@@ -333,7 +362,7 @@ static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 		if (e->lacking[i])
 			bpf_program__set_autoload(prog, false);
 	}
-	btf__free(btf);
+	free_kernel_btfs(&k);
 	e->programs_chosen = true;
 	return EXIT_OK;
 }
