@@ -50,7 +50,7 @@ static void on_switch_signal(int sig)
 
 static const char usage[] =
 	"usage: dupcache daemon [--enforce [TRUST...] [--stale-after SECONDS] [--max-files N] [--off]]\n"
-	"                       [-d SECONDS] [-n COUNT] [--min-size SIZE] [--json] [--metrics FILE]\n"
+	"                       [-d SECONDS] [--frames COUNT] [--min-size SIZE] [--json] [--metrics FILE]\n"
 	"                       [-x] PATH...\n"
 	"  every -d seconds (default 10) find the whole-file clone sets below PATH and report\n"
 	"  the page cache one copy per set would save\n"
@@ -63,7 +63,8 @@ static const char usage[] =
 	"                      this long, e.g. killed (default 3)\n"
 	"  --max-files N       capacity of the policy's map (default 262144)\n"
 	"  --off               start with sharing switched off\n"
-	"  -n COUNT            stop after COUNT reports (default: until SIGINT or SIGTERM)\n"
+	"  --frames COUNT      stop after COUNT reports (default: until SIGINT or SIGTERM);\n"
+	"                      -n COUNT is the same\n"
 	"  --min-size SIZE     only files at least this large (default 1; units: K, MiB, GB...)\n"
 	"  --json              one JSON object per report (JSON Lines)\n"
 	"  --metrics FILE      also write each report's figures to FILE (Prometheus text\n"
@@ -120,6 +121,8 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 	enum { OPT_METRICS = 256, OPT_ENFORCE, OPT_UID, OPT_CGROUP, OPT_STALE, OPT_MAXFILES, OPT_OFF };
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		/* -n is the same, kept for scripts written before --frames (issue 14) */
+		{ "frames", required_argument, NULL, 'n' },
 		{ "min-size", required_argument, NULL, 'm' },
 		{ "metrics", required_argument, NULL, OPT_METRICS },
 		{ "enforce", no_argument, NULL, OPT_ENFORCE },
@@ -153,7 +156,7 @@ static int parse_opts(int argc, char **argv, struct daemon_opts *o)
 				return EXIT_USAGE;
 			break;
 		case 'n':
-			if (!opt_count("daemon", "-n", optarg, &o->reports))
+			if (!opt_count("daemon", "--frames", optarg, &o->reports))
 				return EXIT_USAGE;
 			break;
 		case 'm':

@@ -72,13 +72,14 @@ struct prev {
 
 static const char usage[] =
 	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup]\n"
-	"                    [-b] [-n COUNT] [--json] [-x] PATH...\n"
+	"                    [-b] [--frames COUNT] [--json] [-x] PATH...\n"
 	"  -d SECONDS     refresh interval (default 1)\n"
 	"  -s KEY         sort by dup, cached, shared, added, removed, reclaimed, refaults, name\n"
 	"  -r ROWS        rows to show (default: what fits; all in batch mode)\n"
 	"  --by WHAT      one row per sharing group (default), file or memory cgroup\n"
 	"  -b             batch mode: plain text frames (the default when stdout is no terminal)\n"
-	"  -n COUNT       frames to print in batch or JSON mode, then exit (default: until ^C)\n"
+	"  --frames COUNT frames to print in batch or JSON mode, then exit (default: until ^C);\n"
+	"                 -n COUNT is the same\n"
 	"  --json         one JSON object per interval (JSON Lines)\n"
 	"  -x             stay on the filesystem of each PATH\n"
 	"keys: q quit, s/< > sort column, r reverse, g group/file/cgroup, p pause, h help\n";
@@ -88,6 +89,8 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 	static const struct option longopts[] = {
 		{ "by", required_argument, NULL, 'B' },
 		{ "json", no_argument, NULL, 'j' },
+		/* -n is the same, kept for scripts written before --frames (issue 14) */
+		{ "frames", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -115,7 +118,7 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 				return EXIT_USAGE;
 			break;
 		case 'n':
-			if (!opt_count("top", "-n", optarg, &o->frames))
+			if (!opt_count("top", "--frames", optarg, &o->frames))
 				return EXIT_USAGE;
 			break;
 		case 'B':

@@ -1052,7 +1052,7 @@ def d_advisory(fs, m):
     read_range(f)
     prom = m + '.prom'
     try:
-        rc, out, err = run_tool(['daemon', '--json', '-n', '1', '--metrics', prom, m])
+        rc, out, err = run_tool(['daemon', '--json', '--frames', '1', '--metrics', prom, m])
         with open(prom) as fh:
             metrics = parse_prometheus(fh.read())
     finally:

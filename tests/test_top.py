@@ -844,7 +844,8 @@ def t_batch(fstype):
                 return out
             return go
 
-        for label, args in (('-b', ['-b', '-n', '3', '-d', '0.5', mnt]),
+        # --frames, and -n, its old name kept for compatibility
+        for label, args in (('-b', ['-b', '--frames', '3', '-d', '0.5', mnt]),
                             ('pipe', ['-n', '3', '-d', '0.5', mnt])):
             ora, fa, out = settle(mnt, run3(args))
             expect('\x1b' not in out, '%s: escape sequences in the output' %
