@@ -590,13 +590,20 @@ def watch_test(name):
     return deco
 
 
-def watch_read_clones(fs, m, size, seconds):
-    """a and its clone b, both read from a cold cache, then a Watch of m
-    that is ready: (a, b, watch)."""
+def cold_clone_pair(fs, m, size):
+    """m/a (size bytes of data) and m/b, its reflink, with m's page cache
+    dropped: the start of most watch tests. Returns (a, b)."""
     a, b = m + '/a', m + '/b'
     make_file(a, size, seed=1)
     reflink(a, b)
     cold(m, fs)
+    return a, b
+
+
+def watch_read_clones(fs, m, size, seconds):
+    """a and its clone b, both read from a cold cache, then a Watch of m
+    that is ready: (a, b, watch)."""
+    a, b = cold_clone_pair(fs, m, size)
     read_range(a)
     read_range(b)
     w = Watch([m], seconds)
@@ -639,10 +646,7 @@ def w_read_drop(fs, m):
 
 @watch_test('watch_new_clone')
 def w_new_clone(fs, m):
-    a, b = m + '/a', m + '/b'
-    make_file(a, 8 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
+    a, b = cold_clone_pair(fs, m, 8 * MiB)
     w = Watch([m], 3)
     w.wait_ready()
     read_range(a)
@@ -827,10 +831,7 @@ def w_sparse_huge(fs, m):
     # (2^28 pages); a 40 TiB sparse image does not fit: it is left out,
     # counted and said, with no size arithmetic wrapping, and the rest stays
     # exact.
-    a, b = m + '/a', m + '/b'
-    make_file(a, 2 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
+    a, b = cold_clone_pair(fs, m, 2 * MiB)
     # made after cold(), whose page-by-page drop is not for 10^10 pages
     with open(m + '/huge.img', 'wb') as f:
         f.truncate(40 << 40)
@@ -897,10 +898,7 @@ def btf_without(tracepoints, path):
 
 @watch_test('engine_without_optional_tracepoints')
 def w_lacking(fs, m):
-    a, b = m + '/a', m + '/b'
-    make_file(a, 4 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
+    a, b = cold_clone_pair(fs, m, 4 * MiB)
     lack = {'writeback_dirty_folio': 'copy-on-write writes to tracked files '
             'are not noticed',
             'mm_vmscan_kswapd_wake': 'machine-wide kswapd wake-ups are not '
@@ -977,10 +975,7 @@ def w_seeded(fs, m):
 @watch_test('watch_read_drop_reread')
 def w_reread(fs, m):
     # partial exact reads and drops, a page read twice counts once
-    a, b = m + '/a', m + '/b'
-    make_file(a, 8 * MiB, seed=1)
-    reflink(a, b)
-    cold(m, fs)
+    a, b = cold_clone_pair(fs, m, 8 * MiB)
     w = Watch([m], 3)
     w.wait_ready()
     extra = fsimg.interference
