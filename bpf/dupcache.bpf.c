@@ -655,12 +655,91 @@ int BPF_PROG(btrfs_ordered_done, struct btrfs_inode *inode)
 	return 0;
 }
 
+/*
+ * Sharing made or moved through the VFS, by whoever calls it: the clone,
+ * dedupe, copy and fallocate syscalls (native and compat alike), io_uring,
+ * and the kernel's own callers (overlayfs copy-up, nfsd, ksmbd).  Counted
+ * at exit, when the extents have changed.  These cost nothing to any other
+ * syscall; the raw syscall hooks further down are loaded only when one of
+ * them cannot be (engine.c).
+ */
+static __always_inline bool file_watched(struct file *file)
+{
+	return file && sb_watched(file->f_inode->i_sb->s_dev);
+}
+
+/* Before 6.8 the kernel's callers (overlayfs) call do_clone_file_range(): the loader picks it then. */
+SEC("fexit/vfs_clone_file_range")
+int BPF_PROG(clone_done, struct file *in, loff_t pos_in, struct file *out, loff_t pos_out,
+	     loff_t len, unsigned int flags, loff_t ret)
+{
+	/* The destination may be new to the scan, the source newly shared. */
+	if (ret > 0 && file_watched(out))
+		note_tree_change();
+	return 0;
+}
+
+SEC("fexit/vfs_dedupe_file_range_one")
+int BPF_PROG(dedupe_done, struct file *src, loff_t src_pos, struct file *dst, loff_t dst_pos,
+	     loff_t len, unsigned int flags, loff_t ret)
+{
+	/* Either side may be outside the scanned trees and still change the other's sharing. */
+	if (ret > 0 && (file_watched(src) || file_watched(dst)))
+		note_tree_change();
+	return 0;
+}
+
+SEC("fexit/vfs_copy_file_range")
+int BPF_PROG(copy_done, struct file *in, loff_t pos_in, struct file *out, loff_t pos_out,
+	     size_t len, unsigned int flags, ssize_t ret)
+{
+	/* XFS and btrfs copy by reflinking: as a clone. */
+	if (ret > 0 && file_watched(out))
+		note_tree_change();
+	return 0;
+}
+
+SEC("fexit/vfs_fallocate")
+int BPF_PROG(fallocate_done, struct file *file, int mode, loff_t offset, loff_t len, long ret)
+{
+	/* Punching, collapsing, unsharing: that file's block map only. */
+	if (!ret && file)
+		note_inode_change(file->f_inode);
+	return 0;
+}
+
+#define BTRFS_IOC_SNAP_CREATE		0x50009401
+#define BTRFS_IOC_SNAP_CREATE_V2	0x50009417
+
+/*
+ * btrfs snapshots share every block of a subvolume.  Their ioctls are
+ * static functions, some with more arguments than 6.1 can trace: caught in
+ * btrfs's ioctl entry (compat ones pass there too), by command.
+ */
+SEC("fexit/btrfs_ioctl")
+int BPF_PROG(snapshot_made, struct file *file, unsigned int cmd, unsigned long arg, long ret)
+{
+	if (!ret && (cmd == BTRFS_IOC_SNAP_CREATE || cmd == BTRFS_IOC_SNAP_CREATE_V2) &&
+	    file_watched(file))
+		note_tree_change();
+	return 0;
+}
+
+/*
+ * Deleting a snapshot unshares its blocks: SNAP_DESTROY and rmdir alike.
+ * The directory's type changed in 6.6; the dentry is the second argument in all.
+ */
+SEC("fexit/btrfs_delete_subvolume")
+int BPF_PROG(subvolume_deleted, void *dir, struct dentry *dentry, int ret)
+{
+	if (!ret && sb_watched(BPF_CORE_READ(dentry, d_sb, s_dev)))
+		note_tree_change();
+	return 0;
+}
+
 #define FICLONE		0x40049409
 #define FICLONERANGE	0x4020940d
 #define FIDEDUPERANGE	0xc0189436
-/* btrfs snapshots share every block of a subvolume; deleting one unshares them */
-#define BTRFS_IOC_SNAP_CREATE		0x50009401
-#define BTRFS_IOC_SNAP_CREATE_V2	0x50009417
 #define BTRFS_IOC_SNAP_DESTROY		0x5000940f
 #define BTRFS_IOC_SNAP_DESTROY_V2	0x5000943f
 
@@ -672,7 +751,8 @@ static __always_inline bool sharing_ioctl(unsigned int cmd)
 }
 
 /*
- * The syscalls that may create or move sharing, by number.  The raw
+ * The fallback when a VFS function above cannot be traced: the syscalls
+ * that may create or move sharing, by number.  The raw
  * syscall tracepoints (sys_enter/sys_exit) need no tracefs, unlike the
  * per-syscall events, and see compat (ia32) syscalls too, under their own
  * numbers and registers.

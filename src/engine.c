@@ -15,8 +15,8 @@
 #include "util.h"
 
 /* Entries of optional_progs[] below. */
-#define NOPTIONAL_PROGS 14
-#define NCHANGE_PROGS 8
+#define NOPTIONAL_PROGS 20
+#define NCHANGE_PROGS 14
 
 /*
  * Room to grow before a change forces a reload with bigger maps, in 64
@@ -98,6 +98,7 @@ struct engine {
 	/* optional programs the kernel lacks, decided (and said) at the first load */
 	bool lacking[NOPTIONAL_PROGS];
 	bool programs_chosen;
+	bool clone_inner;   /* trace do_clone_file_range(), not vfs_clone_file_range() */
 	bool change_blind;  /* a change detector is missing: events do not cover every change */
 };
 
@@ -123,33 +124,48 @@ static bool btf_has(const struct btf *btf, const char *name, int kind)
 
 /*
  * Optional programs: the engine works without them, with less to go on.
- * Each is probed on its own (its tracepoint's btf_trace_<name> type in the
- * kernel's BTF: no tracefs needed) and attached on its own, so that what a
- * kernel lacks costs only what the program gave.
+ * Each is probed on its own in the kernel's BTF (a tracepoint's
+ * btf_trace_<name> type, a traced function's FUNC: no tracefs needed) and
+ * attached on its own, so that what a kernel lacks costs only what the
+ * program gave.
  */
+enum prog_role {
+	ON_TRACEPOINT,
+	ON_FUNCTION,   /* fexit: a kernel function every caller goes through */
+	FALLBACK,      /* loaded only when an ON_FUNCTION one cannot be */
+};
+
 static const struct {
 	const char *prog, *lost;
+	enum prog_role role;
 	/*
-	 * A filesystem's or feature's own tracepoint: a kernel without it has
-	 * no such filesystem or feature either, so nothing is lost to say.
+	 * A filesystem's or feature's own tracepoint or function: a kernel
+	 * without it has no such filesystem or feature either, so nothing is
+	 * lost to say.
 	 */
 	bool with_feature;
 } optional_progs[] = {
 	/* the first NCHANGE_PROGS notice block map changes */
-	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed", false },
-	{ "xfs_remapped", "XFS reflinks and dedupes made inside the kernel are not noticed", true },
-	{ "xfs_cow_ended", "XFS copy-on-write writes (O_DIRECT ones too) are not noticed", true },
-	{ "xfs_extents_swapped", "XFS extent swaps are not noticed", true },
-	{ "xfs_ranges_exchanged", "XFS range exchanges are not noticed", true },
-	{ "btrfs_ordered_done", "btrfs data writes (O_DIRECT ones too) are not noticed", true },
-	{ "syscall_entered", "clones, dedupes, copy_file_range and fallocate are not noticed", false },
-	{ "syscall_exited", "clones, dedupes, copy_file_range and fallocate are not noticed", false },
-	{ "kswapd_woke", "machine-wide kswapd wake-ups are not shown", false },
-	{ "direct_reclaim_began", "machine-wide direct reclaim stalls are not shown", false },
-	{ "direct_reclaim_ended", "machine-wide direct reclaim stalls are not shown", false },
-	{ "memcg_reclaim_began", "memory cgroup reclaim stalls are not shown", false },
-	{ "memcg_reclaim_ended", "memory cgroup reclaim stalls are not shown", false },
-	{ "lru_shrunk", "machine-wide pages reclaimed are not shown", false },
+	{ "folio_dirtied", "copy-on-write writes to tracked files are not noticed", ON_TRACEPOINT, false },
+	{ "xfs_remapped", "XFS reflinks and dedupes made inside the kernel are not noticed", ON_TRACEPOINT, true },
+	{ "xfs_cow_ended", "XFS copy-on-write writes (O_DIRECT ones too) are not noticed", ON_TRACEPOINT, true },
+	{ "xfs_extents_swapped", "XFS extent swaps are not noticed", ON_TRACEPOINT, true },
+	{ "xfs_ranges_exchanged", "XFS range exchanges are not noticed", ON_TRACEPOINT, true },
+	{ "btrfs_ordered_done", "btrfs data writes (O_DIRECT ones too) are not noticed", ON_TRACEPOINT, true },
+	{ "clone_done", "clones are seen only as syscalls", ON_FUNCTION, false },
+	{ "dedupe_done", "dedupes are seen only as syscalls", ON_FUNCTION, false },
+	{ "copy_done", "copy_file_range is seen only as a syscall", ON_FUNCTION, false },
+	{ "fallocate_done", "fallocate is seen only as a syscall", ON_FUNCTION, false },
+	{ "snapshot_made", "btrfs snapshots are seen only as syscalls", ON_FUNCTION, true },
+	{ "subvolume_deleted", "btrfs snapshot deletions are seen only as syscalls", ON_FUNCTION, true },
+	{ "syscall_entered", "clones, dedupes, copy_file_range and fallocate are not noticed", FALLBACK, false },
+	{ "syscall_exited", "clones, dedupes, copy_file_range and fallocate are not noticed", FALLBACK, false },
+	{ "kswapd_woke", "machine-wide kswapd wake-ups are not shown", ON_TRACEPOINT, false },
+	{ "direct_reclaim_began", "machine-wide direct reclaim stalls are not shown", ON_TRACEPOINT, false },
+	{ "direct_reclaim_ended", "machine-wide direct reclaim stalls are not shown", ON_TRACEPOINT, false },
+	{ "memcg_reclaim_began", "memory cgroup reclaim stalls are not shown", ON_TRACEPOINT, false },
+	{ "memcg_reclaim_ended", "memory cgroup reclaim stalls are not shown", ON_TRACEPOINT, false },
+	{ "lru_shrunk", "machine-wide pages reclaimed are not shown", ON_TRACEPOINT, false },
 };
 _Static_assert(sizeof(optional_progs) / sizeof(optional_progs[0]) == NOPTIONAL_PROGS,
 	       "NOPTIONAL_PROGS");
@@ -162,8 +178,8 @@ static int optional_index(const char *prog)
 	return -1;
 }
 
-/* "tp_btf/NAME" -> NAME */
-static const char *tracepoint_of(const struct bpf_program *prog)
+/* "tp_btf/NAME", "fexit/NAME" -> NAME: the tracepoint or the function */
+static const char *hook_of(const struct bpf_program *prog)
 {
 	const char *sec = bpf_program__section_name(prog), *slash = strchr(sec, '/');
 
@@ -208,19 +224,24 @@ static void read_module_btfs(struct kernel_btfs *k)
 	closedir(dir);
 }
 
+static bool kernel_has(struct kernel_btfs *k, const char *name, int kind)
+{
+	if (btf_has(k->vmlinux, name, kind))
+		return true;
+	if (!k->modules_read)
+		read_module_btfs(k);
+	for (size_t i = 0; i < k->nmodules; i++)
+		if (btf_has(k->modules[i], name, kind))
+			return true;
+	return false;
+}
+
 static bool kernel_has_tracepoint(struct kernel_btfs *k, const char *tp)
 {
 	char name[128];
 
 	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	if (btf_has(k->vmlinux, name, BTF_KIND_TYPEDEF))
-		return true;
-	if (!k->modules_read)
-		read_module_btfs(k);
-	for (size_t i = 0; i < k->nmodules; i++)
-		if (btf_has(k->modules[i], name, BTF_KIND_TYPEDEF))
-			return true;
-	return false;
+	return kernel_has(k, name, BTF_KIND_TYPEDEF);
 }
 
 static void free_kernel_btfs(struct kernel_btfs *k)
@@ -230,6 +251,13 @@ static void free_kernel_btfs(struct kernel_btfs *k)
 	free(k->modules);
 	btf__free(k->vmlinux);
 }
+
+/* The least program there is: return 0. */
+static const struct bpf_insn ret0[] = {
+	{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
+	{ .code = BPF_JMP | BPF_EXIT },
+};
+#define RET0_LEN (sizeof(ret0) / sizeof(ret0[0]))
 
 int engine_probe(void)
 {
@@ -259,11 +287,7 @@ int engine_probe(void)
 	btf__free(btf);
 	if (geteuid() != 0) {
 		/* CAP_BPF + CAP_PERFMON would do; the load below says if not. */
-		struct bpf_insn ret0[] = {
-			{ .code = 0xb7, .dst_reg = 0, .imm = 0 }, /* r0 = 0 */
-			{ .code = 0x95 },                          /* exit */
-		};
-		int fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "GPL", ret0, 2, NULL);
+		int fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "GPL", ret0, RET0_LEN, NULL);
 
 		if (fd < 0 && (errno == EPERM || errno == EACCES)) {
 			msg("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); "
@@ -337,33 +361,90 @@ static void unload(struct engine *e)
 	e->nkeys = 0;
 }
 
-/* Leave out the optional programs whose tracepoint the kernel lacks (said once). */
+/*
+ * Whether the kernel loads fexit programs at all (0) or why not (an
+ * errno): a kernel may have the functions in its BTF and still refuse
+ * (no trampolines on the architecture, a security module).
+ */
+static int fexit_refusal(struct kernel_btfs *k)
+{
+	int id = btf__find_by_name_kind(k->vmlinux, "vfs_fallocate", BTF_KIND_FUNC);
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_FEXIT,
+		    .attach_btf_id = id);
+	int fd;
+
+	if (id < 0)
+		return ENOENT;
+	fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, NULL, "GPL", ret0, RET0_LEN, &opts);
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
+}
+
+/*
+ * Leave out the optional programs whose tracepoint or function the kernel
+ * lacks (said once), and the fallbacks when nothing is lacking that they
+ * stand in for.
+ */
 static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 {
 	struct kernel_btfs k = { 0 };
 
 	if (!e->programs_chosen) {
+		bool fallback = false;
+		int refusal;
+
 		k.vmlinux = load_kernel_btf();
 		if (!k.vmlinux)
 			return bpf_load_error(-errno, "reading the kernel's BTF");
-	}
-	for (size_t i = 0; i < NOPTIONAL_PROGS; i++) {
-		struct bpf_program *prog =
-			bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog);
-
-		if (k.vmlinux && !kernel_has_tracepoint(&k, tracepoint_of(prog))) {
-			e->lacking[i] = true;
-			if (!optional_progs[i].with_feature) {
-				msg("the kernel has no tracepoint %s: %s", tracepoint_of(prog),
-				    optional_progs[i].lost);
-				e->change_blind |= i < NCHANGE_PROGS;
-			}
+		/* Before 6.8, overlayfs calls the clone's inner half directly. */
+		e->clone_inner = kernel_has(&k, "do_clone_file_range", BTF_KIND_FUNC);
+		refusal = fexit_refusal(&k);
+		if (refusal) {
+			msg("the kernel refuses fexit programs (%s): clones, dedupes, copies, "
+			    "fallocate and btrfs snapshots are seen as syscalls only, and those "
+			    "the kernel makes itself (overlayfs copy-up, nfsd) only on XFS",
+			    strerror(refusal));
+			fallback = true;
 		}
-		if (e->lacking[i])
-			bpf_program__set_autoload(prog, false);
+		for (size_t i = 0; i < NOPTIONAL_PROGS; i++) {
+			const char *hook = hook_of(
+				bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog));
+			bool function = optional_progs[i].role == ON_FUNCTION;
+			bool has = function ? !refusal && kernel_has(&k, hook, BTF_KIND_FUNC)
+					    : kernel_has_tracepoint(&k, hook);
+
+			if (has)
+				continue;
+			e->lacking[i] = true;
+			if (optional_progs[i].with_feature || (function && refusal))
+				continue;
+			if (function) {
+				msg("the kernel cannot trace %s: %s", hook, optional_progs[i].lost);
+				fallback = true;
+				continue;
+			}
+			msg("the kernel has no tracepoint %s: %s", hook, optional_progs[i].lost);
+			e->change_blind |= i < NCHANGE_PROGS;
+		}
+		for (size_t i = 0; i < NOPTIONAL_PROGS && !fallback; i++)
+			if (optional_progs[i].role == FALLBACK)
+				e->lacking[i] = true;
+		free_kernel_btfs(&k);
+		e->programs_chosen = true;
 	}
-	free_kernel_btfs(&k);
-	e->programs_chosen = true;
+	for (size_t i = 0; i < NOPTIONAL_PROGS; i++)
+		if (e->lacking[i])
+			bpf_program__set_autoload(
+				bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog), false);
+	if (e->clone_inner && !e->lacking[optional_index("clone_done")]) {
+		int err = bpf_program__set_attach_target(skel->progs.clone_done, 0,
+							 "do_clone_file_range");
+
+		if (err)
+			return bpf_load_error(err, "choosing the clone hook");
+	}
 	return EXIT_OK;
 }
 
@@ -391,7 +472,7 @@ static int attach_programs(struct engine *e, struct dupcache_bpf *skel)
 		}
 		if (opt < 0)
 			return bpf_load_error(-errno, "attaching the BPF engine");
-		msg("cannot attach to the tracepoint %s (%s): %s", tracepoint_of(prog),
+		msg("cannot attach to %s (%s): %s", hook_of(prog),
 		    strerror(errno), optional_progs[opt].lost);
 		e->lacking[opt] = true;
 		e->change_blind |= opt < NCHANGE_PROGS;
