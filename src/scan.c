@@ -151,6 +151,46 @@ static uint64_t subvol_of(int fd)
 	return ioctl(fd, BTRFS_IOC_INO_LOOKUP, &args) ? 0 : args.treeid;
 }
 
+/*
+ * Deleted btrfs subvolumes whose blocks the cleaner has not yet dropped,
+ * on the filesystems of the scanned files: each has an orphan item in the
+ * root tree until then (what `btrfs subvolume sync` waits for).  Until it
+ * goes, the extents it shared still say FIEMAP_EXTENT_SHARED.  Searching the
+ * root tree needs CAP_SYS_ADMIN: without, 0.
+ */
+uint64_t scan_btrfs_dropping(const struct scan *s)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct btrfs_ioctl_search_args args = { .key = {
+			.tree_id = BTRFS_ROOT_TREE_OBJECTID,
+			.min_objectid = BTRFS_ORPHAN_OBJECTID, .max_objectid = BTRFS_ORPHAN_OBJECTID,
+			.min_type = BTRFS_ORPHAN_ITEM_KEY, .max_type = BTRFS_ORPHAN_ITEM_KEY,
+			.max_offset = UINT64_MAX, .max_transid = UINT64_MAX,
+			.nr_items = UINT32_MAX,
+		} };
+		bool first = true;
+		int fd;
+
+		/* one search per filesystem: the first of its files */
+		if (!s->files[i].subvol)
+			continue;
+		for (size_t j = 0; j < i && first; j++)
+			first = s->files[j].sb_dev != s->files[i].sb_dev || !s->files[j].subvol;
+		if (!first)
+			continue;
+		fd = open(s->files[i].path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		/* the items fit the buffer: nr_items says how many there are (bounded by it) */
+		if (!ioctl(fd, BTRFS_IOC_TREE_SEARCH, &args))
+			n += args.key.nr_items;
+		close(fd);
+	}
+	return n;
+}
+
 static const struct dev_info *dev_info_of(struct scan *s, int fd, const struct stat *st)
 {
 	struct mount_table *t = s->mounts;

@@ -80,6 +80,8 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 /* Re-read which pages of every scanned file are resident. */
 void scan_residency(struct scan *s);
 void scan_free(struct scan *s);
+/* btrfs subvolumes deleted and not yet dropped on the scanned filesystems (0 without privilege). */
+uint64_t scan_btrfs_dropping(const struct scan *s);
 
 /* One FIEMAP extent: its pages that map to physical pages (false: none). */
 struct fiemap_extent;

@@ -12,6 +12,8 @@
  */
 #define REFRESH_SETTLE_NS 200000000LL
 #define REFRESH_MAX_DELAY_NS 1000000000LL
+/* How often to look whether btrfs's cleaner has dropped a deleted subvolume. */
+#define DROPPING_POLL_NS 500000000LL
 
 static void survey(struct tracker *t, const struct scan_opts *opts)
 {
@@ -24,6 +26,31 @@ static void survey(struct tracker *t, const struct scan_opts *opts)
 		exit(EXIT_FAIL);
 	}
 	free(in);
+	t->dropping = scan_btrfs_dropping(&t->scan);
+	t->dropping_seen_at = monotonic_ns();
+}
+
+/*
+ * btrfs drops a deleted subvolume's blocks in the background, with no
+ * event: the extents it shared stop being shared then.  While a drop is
+ * pending, look every DROPPING_POLL_NS; when one has finished, every file's
+ * extents are read again (any of them may have shared with it).
+ */
+static void note_dropped(struct tracker *t, long long clock)
+{
+	uint64_t n;
+
+	if (!t->dropping || clock - t->dropping_seen_at < DROPPING_POLL_NS)
+		return;
+	n = scan_btrfs_dropping(&t->scan);
+	t->dropping_seen_at = clock;
+	if (n < t->dropping) {
+		if (!t->changed_at)
+			t->pending_since = clock;
+		t->changed_at = clock;
+		t->reread_all = true;
+	}
+	t->dropping = n;
 }
 
 /* Did any file change between the scan and the moment the engine was attached? */
@@ -110,6 +137,7 @@ int tracker_poll(struct tracker *t, bool now)
 	bool *changed = NULL;
 	uint64_t tree;
 
+	note_dropped(t, clock);
 	if (changes != t->seen_changes) {
 		if (!t->changed_at)
 			t->pending_since = clock;
