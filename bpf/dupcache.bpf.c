@@ -595,9 +595,9 @@ int BPF_PROG(folio_removed, struct folio *folio)
  * or from an unlinked inode means truncate or unlink; the filesystems'
  * own tracepoints say blocks moved; a clone, dedupe, snapshot,
  * copy_file_range or fallocate on a watched filesystem may create or move
- * sharing, also with files the scan has not seen yet.  Tracepoints only
- * (tp_btf): they need no ftrace trampolines, which locked-down kernels
- * refuse, and no tracefs.
+ * sharing, also with files the scan has not seen yet.  Tracepoints (tp_btf)
+ * and fexit programs, none needing tracefs; fexit needs ftrace trampolines,
+ * which some kernels refuse: then the raw syscall tracepoints stand in.
  */
 /* A write into a file that shares no page with another cannot change sharing. */
 SEC("tp_btf/writeback_dirty_folio")

@@ -762,6 +762,26 @@ def w_fallocate(fs, m):
           'oracle dup %s, want 6 MiB' % mib(want['totals']['dup_bytes']))
 
 
+@watch_test('watch_ia32_clone')
+def w_ia32_clone(fs, m):
+    """A clone made by a 32-bit program (the compat syscall entry, other
+    syscall numbers and registers) is noticed like any other."""
+    tool = fs.tmp + '/ia32_clone'
+    run(['cc', '-O2', '-o', tool, os.path.join(HERE, 'helpers', 'ia32_clone.c')])
+    a, b = cold_clone_pair(fs, m, 8 * MiB)
+    w = Watch([m], 3)
+    w.wait_ready()
+    hooks = change_hooks(w)
+    read_range(a)
+    run([tool, a, m + '/c'])
+    read_range(m + '/c')
+    j = w.finish()
+    want = check_watch_end(j, m, 'after a 32-bit clone (%s)' % hooks)
+    check(want['totals']['dup_bytes'] == 8 * MiB and
+          want['totals']['shared_bytes'] == 24 * MiB,
+          'oracle totals %s' % want['totals'])
+
+
 def btrfs_snapshots(m, size, names=('s1', 's2')):
     """A subvolume sv holding one file, and snapshots of it: the layout of
     snapshot-per-layer container storage.  Returns the files' paths."""
