@@ -37,7 +37,23 @@ struct {
 	__type(value, struct dc_segment);
 } segments SEC(".maps");
 
-/* DC_PAGE_* bits of every tracked page, sixteen pages to a word. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_run);
+} runs SEC(".maps");
+
+/* Made when a hole's page is cached, not before; emptied by the loader's fill. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DC_MAX_HOLE_PAGES);
+	__type(key, struct dc_hole_key);
+	__type(value, __u64);
+} hole_pages SEC(".maps");
+
+/* DC_PAGE_* bits of every tracked data page, sixteen pages to a word. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -227,16 +243,103 @@ static __always_inline void raise_peak(__u64 dup)
 
 struct range_ctx {
 	struct dc_file *file;
+	__u32 file_id;
 	__u64 index;        /* first page of the range */
 	int delta;          /* +1 page added, -1 page removed */
 	__u32 cgroup;       /* adds: slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
 	bool seeding;       /* the loader's replay of mincore, not an event */
-	/* Cursor on the segment found last: folios walk pages in order. */
+	/* Cursors on the segment and run found last: folios walk pages in order. */
 	__u64 seg_lpage;
 	__u64 seg_end;
 	__u64 seg_slot;
+	__u64 run_lpage;
+	__u64 run_end;
+	__u64 run_bit;
 };
+
+/* Find the run holding file page idx; false in a hole. */
+static __always_inline bool find_run(struct range_ctx *c, __u64 idx)
+{
+	__u32 lo = 0, hi = c->file->run_count, first = c->file->run_first;
+
+	if (idx >= c->run_lpage && idx < c->run_end)
+		return true;
+	/* The last run starting at or before idx. */
+	for (int i = 0; i < DC_SEG_SEARCH_STEPS && lo < hi; i++) {
+		__u32 mid = lo + (hi - lo) / 2, key = first + mid;
+		struct dc_run *r = bpf_map_lookup_elem(&runs, &key);
+
+		if (!r) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return false;
+		}
+		if (r->lpage <= idx)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return false;
+	__u32 key = first + lo - 1;
+	struct dc_run *r = bpf_map_lookup_elem(&runs, &key);
+
+	if (!r || idx >= r->lpage + r->npages)
+		return false;
+	c->run_lpage = r->lpage;
+	c->run_end = r->lpage + r->npages;
+	c->run_bit = r->bit;
+	return true;
+}
+
+/* Where page idx keeps its state bits and its cgroup slot. */
+struct page_ref {
+	__u64 *word;
+	__u32 shift;
+	__u16 *tag;
+};
+
+/*
+ * A data page's entries are in `pages` and `page_cgroup`; a hole's page
+ * gets an entry of its own the first time the kernel caches it (or drops
+ * it: a removal marks it GONE for the seeding).  False when there is no
+ * room: the page is then left out of every count, its adds and removals
+ * alike, and counted in holes_full.
+ */
+static __always_inline bool page_ref(struct range_ctx *c, __u64 idx, struct page_ref *r)
+{
+	struct dc_hole_key key = { .file_id = c->file_id, .index = idx };
+	__u64 zero = 0, *w;
+
+	if (find_run(c, idx)) {
+		__u64 entry = c->run_bit + (idx - c->run_lpage);
+		__u32 word = entry / DC_PAGES_PER_WORD, cw = entry / 4;
+		__u64 *tags;
+
+		r->word = bpf_map_lookup_elem(&pages, &word);
+		r->shift = (entry % DC_PAGES_PER_WORD) * DC_PAGE_BITS;
+		tags = bpf_map_lookup_elem(&page_cgroup, &cw);
+		if (!r->word || !tags) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return false;
+		}
+		r->tag = (__u16 *)tags + (entry & 3);
+		return true;
+	}
+	w = bpf_map_lookup_elem(&hole_pages, &key);
+	if (!w) {
+		bpf_map_update_elem(&hole_pages, &key, &zero, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&hole_pages, &key);
+	}
+	if (!w) {
+		__sync_fetch_and_add(&totals.holes_full, 1);
+		return false;
+	}
+	r->word = w;
+	r->shift = 0;
+	r->tag = (__u16 *)w + DC_HOLE_TAG_SHIFT / 16;
+	return true;
+}
 
 /* Find the segment holding file page idx; false when it maps to no slot. */
 static __always_inline bool find_segment(struct range_ctx *c, __u64 idx)
@@ -338,9 +441,10 @@ static __always_inline bool next_state(struct range_ctx *c, __u64 old, __u64 *ne
  */
 static int account_page(__u32 i, struct range_ctx *c)
 {
-	__u64 idx = c->index + i, entry, *w, old, bits, new, seen;
-	__u32 word, shift, slot = c->cgroup;
+	__u64 idx = c->index + i, *w, old, bits, new, seen;
+	__u32 shift, slot = c->cgroup;
 	struct dc_cgroup_stats *cg;
+	struct page_ref ref;
 	bool change = false;
 
 	if (idx >= c->file->npages) {
@@ -349,14 +453,10 @@ static int account_page(__u32 i, struct range_ctx *c)
 		note_file_change(c->file);
 		return 1;
 	}
-	entry = c->file->bit_base + idx;
-	word = entry / DC_PAGES_PER_WORD;
-	shift = (entry % DC_PAGES_PER_WORD) * DC_PAGE_BITS;
-	w = bpf_map_lookup_elem(&pages, &word);
-	if (!w) {
-		__sync_fetch_and_add(&totals.missing_entry, 1);
-		return 1;
-	}
+	if (!page_ref(c, idx, &ref))
+		return 0;
+	w = ref.word;
+	shift = ref.shift;
 	/* Neighbours share the word: retry when one of them changed it first. */
 	old = *w;
 	for (int try = 0; try < 8; try++) {
@@ -375,22 +475,11 @@ static int account_page(__u32 i, struct range_ctx *c)
 	}
 	if (!change)
 		return 0;
-	{
-		__u32 cw = entry / 4;
-		__u16 *tag;
-		__u64 *tags = bpf_map_lookup_elem(&page_cgroup, &cw);
-
-		if (!tags) {
-			__sync_fetch_and_add(&totals.missing_entry, 1);
-			return 0;
-		}
-		tag = (__u16 *)tags + (entry & 3);
-		/* A removal goes to the cgroup its add was counted in. */
-		if (c->delta > 0)
-			*tag = slot;
-		else
-			slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : *tag;
-	}
+	/* A removal goes to the cgroup its add was counted in. */
+	if (c->delta > 0)
+		*ref.tag = slot;
+	else
+		slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : *ref.tag;
 	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
 	if (c->seeding) {
 		/* Resident, but no event: the window's counts leave it out. */
@@ -423,10 +512,11 @@ static int account_page(__u32 i, struct range_ctx *c)
 	return 0;
 }
 
-static __always_inline void account_range(struct dc_file *file, __u64 index, __u64 npages,
-					  int delta, __u32 cgroup, bool reclaim, bool seeding)
+static __always_inline void account_range(struct dc_file *file, __u32 file_id, __u64 index,
+					  __u64 npages, int delta, __u32 cgroup, bool reclaim,
+					  bool seeding)
 {
-	struct range_ctx c = { .file = file, .index = index, .delta = delta,
+	struct range_ctx c = { .file = file, .file_id = file_id, .index = index, .delta = delta,
 			       .cgroup = cgroup, .reclaim = reclaim, .seeding = seeding };
 
 	/* Order-0 folios are the common case: no loop for them. */
@@ -537,7 +627,7 @@ static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
-	__u32 cgroup = DC_CGROUP_UNKNOWN;
+	__u32 cgroup = DC_CGROUP_UNKNOWN, *fid;
 	struct dc_file *file;
 	bool reclaim = false;
 	struct inode *host;
@@ -545,7 +635,8 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 
 	if (!mapping || !(host = mapping->host))
 		return 0;
-	file = tracked_dc_file(host);
+	fid = tracked_file(host);
+	file = fid ? bpf_map_lookup_elem(&files, fid) : NULL;
 	if (!file)
 		return 0;
 	npages = folio_pages(folio);
@@ -572,7 +663,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		cgroup = cgroup_slot(folio, npages);
 	else
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
-	account_range(file, folio->index, npages, delta, cgroup, reclaim, false);
+	account_range(file, *fid, folio->index, npages, delta, cgroup, reclaim, false);
 	return 0;
 }
 
@@ -945,6 +1036,6 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (!file)
 		return -1;
-	account_range(file, ctx->index, npages, 1, ctx->cgroup, false, true);
+	account_range(file, id, ctx->index, npages, 1, ctx->cgroup, false, true);
 	return 0;
 }

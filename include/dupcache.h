@@ -9,11 +9,16 @@
  *   segments  per file, sorted by file page: runs of file pages that map to
  *             physical pages referenced by two or more (file, page) pairs;
  *             only those can ever hold duplicate copies
- *   pages     four state bits per page of every tracked file (resident,
- *             reclaimed, cgroup unknown), changed by compare-and-swap, so
- *             adds and removes are idempotent and events and the start-up
- *             seeding can race; small, so that random pages stay in cache
+ *   runs      per file, sorted by file page: its data pages (not holes) and
+ *             where their entries in `pages` start
+ *   pages     four state bits per data page of every tracked file
+ *             (resident, reclaimed, cgroup unknown), changed by
+ *             compare-and-swap, so adds and removes are idempotent and events
+ *             and the start-up seeding can race; small, so that random pages
+ *             stay in cache
  *   page_cgroup the cgroup slot each page was added for, kept across rebuilds
+ *   hole_pages the same state for a page cached in a hole, made when the
+ *             kernel caches one: holes cost nothing until then
  *   slot_copies one counter per shared physical page ("slot")
  */
 #ifndef DUPCACHE_H
@@ -25,8 +30,10 @@
 
 /* Largest folio handled in one event; bigger ones are counted, not walked. */
 #define DC_MAX_FOLIO_PAGES 2048
-/* Binary search depth over a file's segments: 2^24 segments per file. */
+/* Binary search depth over a file's segments or runs: 2^24 per file. */
 #define DC_SEG_SEARCH_STEPS 24
+/* Pages cached in holes that the engine keeps state for, over all files. */
+#define DC_MAX_HOLE_PAGES (1u << 20)
 /* Pages per seeding call (one BPF_PROG_TEST_RUN of the seed program). */
 #define DC_SEED_MAX_PAGES (1u << 20)
 
@@ -76,8 +83,9 @@ static inline int dc_inode_key_cmp(const struct dc_inode_key *a, const struct dc
  */
 struct dc_file {
 	/* layout */
-	__u64 npages;    /* pages covered by the resident bitmap */
-	__u64 bit_base;  /* first entry of this file in `pages` */
+	__u64 npages;    /* pages up to EOF at the scan */
+	__u32 run_first;
+	__u32 run_count;
 	__u32 seg_first;
 	__u32 seg_count;
 	__u32 group;     /* sharing group id, DC_NO_GROUP when it has none */
@@ -93,6 +101,21 @@ struct dc_file {
 	__u64 refaults;  /* of those added, pages reclaim had removed */
 };
 #define DC_NO_GROUP 0xffffffffu
+
+/* File pages [lpage, lpage + npages) hold data; page lpage + k's entry in `pages` is bit + k. */
+struct dc_run {
+	__u64 lpage;
+	__u64 npages;
+	__u64 bit;
+};
+
+/* A page cached in a hole: its file and page, and its DC_PAGE_* bits, cgroup slot at bit 16. */
+struct dc_hole_key {
+	__u32 file_id;
+	__u32 pad;
+	__u64 index;
+};
+#define DC_HOLE_TAG_SHIFT 16
 
 struct dc_segment {
 	__u64 lpage;  /* first file page */
@@ -151,6 +174,7 @@ struct dc_totals {
 	__u64 oversize_folio; /* folios larger than DC_MAX_FOLIO_PAGES */
 	__u64 paused_events;  /* events seen while the loader was rebuilding */
 	__u64 missing_entry;  /* map lookups that failed (must stay 0) */
+	__u64 holes_full;     /* pages cached in holes past DC_MAX_HOLE_PAGES: not counted */
 	__u64 reclaimed;      /* tracked pages removed by reclaim */
 	__u64 refaults;       /* tracked pages added again after reclaim removed them */
 	__u64 ncgroups;       /* cgroup slots handed out (slot 0 excluded) */

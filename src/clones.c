@@ -39,11 +39,6 @@ static int cmp_saving(const void *a, const void *b)
 	return strcmp(sort_scan->files[x->members[0]].path, sort_scan->files[y->members[0]].path);
 }
 
-static bool resident(const struct scanned_file *f, uint64_t page)
-{
-	return f->resident && bit_test(f->resident, page);
-}
-
 /* Cached bytes, and what one page cache for all members would save. */
 static void measure(const struct scan *s, struct clone_set *set)
 {
@@ -54,9 +49,17 @@ static void measure(const struct scan *s, struct clone_set *set)
 		set->cached_bytes += s->files[set->members[m]].resident_pages * P;
 	for (uint64_t page = 0; page < first->npages; page++) {
 		uint64_t copies = 0;
+		bool any = false;
 
+		/* a chunk no member has a page of (a sparse image's holes) in one step */
+		for (size_t m = 0; m < set->nmembers && !any; m++)
+			any = resident_chunk(&s->files[set->members[m]], page);
+		if (!any) {
+			page += RESIDENT_CHUNK_PAGES - 1 - page % RESIDENT_CHUNK_PAGES;
+			continue;
+		}
 		for (size_t m = 0; m < set->nmembers; m++)
-			copies += resident(&s->files[set->members[m]], page);
+			copies += file_page_resident(&s->files[set->members[m]], page);
 		if (copies > 1)
 			set->saving_bytes += (copies - 1) * P;
 	}

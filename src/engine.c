@@ -30,9 +30,10 @@ static uint32_t headroom(uint32_t n, uint32_t min, uint64_t max)
 }
 
 /*
- * The per-page tables cost 4 + 16 bits per page of apparent size (holes
- * too), so they are bounded: 2^28 pages (1 TiB with 4 KiB pages) take
- * 640 MiB.  Files past that are left untracked, counted and said.
+ * The per-page tables cost 4 + 16 bits per data page (holes cost nothing
+ * until the kernel caches a page there: hole_pages), so they are bounded:
+ * 2^28 data pages (1 TiB with 4 KiB pages) take 640 MiB.  Files past that
+ * are left untracked, counted and said.
  */
 #define DC_MAX_TRACKED_PAGES (1ULL << 28)
 #define DC_MAX_PAGE_WORDS (DC_MAX_TRACKED_PAGES / DC_PAGES_PER_WORD)
@@ -47,14 +48,68 @@ static bool take_pages(uint64_t *bits, uint64_t npages)
 }
 
 struct capacity {
-	uint32_t files, segs, groups, slot_words, page_words;
+	uint32_t files, segs, runs, groups, slot_words, page_words;
 };
+
+/*
+ * A file's data runs as the programs look them up: its page runs, sorted by
+ * file page, with the ones that touch merged (their physical pages do not
+ * matter here), numbered from `bit` on.  Writes them to out when given;
+ * returns how many, and the data pages in *npages.
+ */
+static size_t data_runs(const struct scanned_file *f, struct dc_run *out, uint64_t bit,
+			uint64_t *npages)
+{
+	size_t n = 0;
+
+	*npages = 0;
+	for (size_t k = 0; k < f->nruns; k++) {
+		const struct page_run *r = &f->runs[k];
+		bool joins = n && k && f->runs[k - 1].lpage + f->runs[k - 1].npages == r->lpage;
+
+		if (!joins) {
+			if (out)
+				out[n] = (struct dc_run){ .lpage = r->lpage, .bit = bit + *npages };
+			n++;
+		}
+		if (out)
+			out[n - 1].npages += r->npages;
+		*npages += r->npages;
+	}
+	return n;
+}
+
+/* The entry in `pages` of file page p, from the file's runs; false in a hole. */
+static bool run_bit(const struct dc_run *runs, uint32_t count, uint64_t p, uint64_t *bit)
+{
+	uint32_t lo = 0, hi = count;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (runs[mid].lpage <= p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!lo || p >= runs[lo - 1].lpage + runs[lo - 1].npages)
+		return false;
+	*bit = runs[lo - 1].bit + (p - runs[lo - 1].lpage);
+	return true;
+}
 
 /* Where a file's pages sat in the maps at the last sync. */
 struct file_layout {
 	struct dc_file_key key;
-	uint64_t bit_base, npages;
+	uint64_t npages;
+	uint32_t run_first, run_count;
 	uint32_t id;
+};
+
+/* A page cached in a hole at the last sync: its file id then, and its state word. */
+struct hole_memo {
+	struct dc_hole_key key;
+	uint64_t word;
 };
 
 /*
@@ -67,6 +122,9 @@ struct sync_memo {
 	size_t nfiles;
 	struct dc_file *counts;     /* by old file id */
 	uint16_t *slots;            /* by old bit */
+	struct dc_run *runs;        /* the old runs, by the layouts' run_first */
+	struct hole_memo *holes;    /* sorted by key */
+	size_t nholes;
 	struct dc_cgroup_stats cgroups[DC_MAX_CGROUPS];
 	uint64_t nslots;
 };
@@ -82,6 +140,7 @@ struct engine {
 	struct dc_group_stats *group_stats;
 	struct dc_cgroup_stats *cgroup_stats;
 	struct file_layout *layout; /* by file id, of the last sync */
+	struct dc_run *runs;        /* the runs written at the last sync */
 	uint64_t nbits;
 	/* what was put in `tracked`, to take it out again */
 	struct dc_file_key *keys;
@@ -321,13 +380,19 @@ static uint32_t at_least_one(uint64_t n)
 
 static struct capacity need(const struct scan *s, const struct extmap *m)
 {
-	uint64_t bits = 0;
+	uint64_t bits = 0, runs = 0;
 
-	for (size_t i = 0; i < s->nfiles; i++)
-		take_pages(&bits, s->files[i].npages);
+	for (size_t i = 0; i < s->nfiles; i++) {
+		uint64_t npages;
+		size_t n = data_runs(&s->files[i], NULL, 0, &npages);
+
+		if (take_pages(&bits, npages))
+			runs += n;
+	}
 	return (struct capacity){
 		.files = at_least_one(s->nfiles),
 		.segs = at_least_one(m->nsegs),
+		.runs = at_least_one(runs),
 		.groups = at_least_one(m->ngroups),
 		.slot_words = at_least_one((m->nslots + 1) / 2),
 		.page_words = at_least_one((bits + DC_PAGES_PER_WORD - 1) / DC_PAGES_PER_WORD),
@@ -336,7 +401,7 @@ static struct capacity need(const struct scan *s, const struct extmap *m)
 
 static bool fits(const struct capacity *have, const struct capacity *want)
 {
-	return want->files <= have->files && want->segs <= have->segs &&
+	return want->files <= have->files && want->segs <= have->segs && want->runs <= have->runs &&
 	       want->groups <= have->groups && want->slot_words <= have->slot_words &&
 	       want->page_words <= have->page_words;
 }
@@ -486,6 +551,7 @@ static int load(struct engine *e, const struct capacity *want)
 	struct capacity cap = {
 		.files = headroom(want->files, 256, UINT32_MAX),
 		.segs = headroom(want->segs, 1024, UINT32_MAX),
+		.runs = headroom(want->runs, 1024, UINT32_MAX),
 		.groups = headroom(want->groups, 256, UINT32_MAX),
 		.slot_words = headroom(want->slot_words, 4096, UINT32_MAX),
 		.page_words = headroom(want->page_words, 4096, DC_MAX_PAGE_WORDS),
@@ -499,6 +565,7 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.tracked, cap.files);
 	bpf_map__set_max_entries(skel->maps.files, cap.files);
 	bpf_map__set_max_entries(skel->maps.segments, cap.segs);
+	bpf_map__set_max_entries(skel->maps.runs, cap.runs);
 	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
 	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
 	bpf_map__set_max_entries(skel->maps.pages, cap.page_words);
@@ -546,6 +613,7 @@ static void add_counters(struct dc_totals *sum, const struct dc_totals *t)
 	sum->tree_changes += t->tree_changes;
 	sum->oversize_folio += t->oversize_folio;
 	sum->missing_entry += t->missing_entry;
+	sum->holes_full += t->holes_full;
 	sum->reclaimed += t->reclaimed;
 	sum->refaults += t->refaults;
 	sum->cgroups_full += t->cgroups_full;
@@ -626,8 +694,10 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 		     const struct sync_memo *memo)
 {
 	struct dupcache_bpf *skel = e->skel;
-	uint32_t *ids = xcalloc(m->nsegs, sizeof(uint32_t));
+	uint32_t *ids = xcalloc(m->nsegs > e->cap.runs ? m->nsegs : e->cap.runs, sizeof(uint32_t));
+	struct dc_hole_key hole;
 	uint64_t bit = 0;
+	uint32_t nruns = 0;
 	int err = 0;
 
 	for (size_t i = 0; i < e->nkeys; i++)
@@ -641,6 +711,10 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
+	/* File ids change: the holes' pages start again (the seeding replays them). */
+	while (!bpf_map_get_next_key(bpf_map__fd(skel->maps.hole_pages), NULL, &hole))
+		bpf_map_delete_elem(bpf_map__fd(skel->maps.hole_pages), &hole);
+	e->runs = xrealloc(e->runs, e->cap.runs, sizeof(*e->runs));
 	for (size_t i = 0; i < DC_MAX_CGROUPS; i++) {
 		struct dc_cgroup_stats *cg = &e->cgroup_stats[i];
 
@@ -658,12 +732,19 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 		struct dc_file *f = &e->files[i];
 		uint32_t id = i;
 
-		uint64_t base = bit;
-		bool fits_pages = take_pages(&bit, s->files[i].npages);
+		uint64_t data;
+		size_t n = data_runs(&s->files[i], NULL, 0, &data);
+		bool fits_pages = n <= e->cap.runs - nruns && take_pages(&bit, data);
 
-		*f = (struct dc_file){ .npages = fits_pages ? s->files[i].npages : 0, .bit_base = base,
+		*f = (struct dc_file){ .npages = fits_pages ? s->files[i].npages : 0,
 				       .seg_first = m->seg_first[i], .seg_count = m->seg_count[i],
 				       .group = m->file_group[i] };
+		if (fits_pages) {
+			data_runs(&s->files[i], e->runs + nruns, bit - data, &data);
+			f->run_first = nruns;
+			f->run_count = n;
+			nruns += n;
+		}
 		if (old) {
 			const struct dc_file *c = &memo->counts[old->id];
 
@@ -674,7 +755,7 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 			carry_counts(&f->resident_base, &f->added, &f->removed);
 		}
 		e->prev_id[i] = old ? (int64_t)old->id : -1;
-		e->layout[i] = (struct file_layout){ key, base, f->npages, id };
+		e->layout[i] = (struct file_layout){ key, f->npages, f->run_first, f->run_count, id };
 		if (!fits_pages ||
 		    bpf_map_update_elem(bpf_map__fd(skel->maps.tracked), &key, &id, BPF_NOEXIST)) {
 			e->untracked++; /* full, or the same inode seen twice */
@@ -683,9 +764,11 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 		e->keys[e->nkeys++] = key;
 	}
 	e->nbits = bit;
-	for (size_t i = 0; i < m->nsegs; i++)
+	for (size_t i = 0; i < m->nsegs || i < nruns; i++)
 		ids[i] = i;
 	err = update_batch(skel->maps.segments, ids, m->segs, m->nsegs);
+	if (!err)
+		err = update_batch(skel->maps.runs, ids, e->runs, nruns);
 	free(ids);
 	return err ? -errno : 0;
 }
@@ -701,6 +784,41 @@ static int cmp_layout(const void *a, const void *b)
 {
 	return dc_file_key_cmp(&((const struct file_layout *)a)->key,
 				&((const struct file_layout *)b)->key);
+}
+
+static int cmp_hole(const void *a, const void *b)
+{
+	const struct dc_hole_key *x = a, *y = b;
+
+	if (x->file_id != y->file_id)
+		return x->file_id < y->file_id ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* The cgroup slots of the pages cached in holes (at most DC_MAX_HOLE_PAGES). */
+static void take_hole_memo(struct engine *e, struct sync_memo *memo)
+{
+	int fd = bpf_map__fd(e->skel->maps.hole_pages);
+	struct dc_hole_key key, next;
+	size_t cap = 0;
+	bool first = true;
+
+	while (memo->nholes < DC_MAX_HOLE_PAGES &&
+	       !bpf_map_get_next_key(fd, first ? NULL : &key, &next)) {
+		uint64_t word;
+
+		first = false;
+		key = next;
+		if (bpf_map_lookup_elem(fd, &key, &word))
+			continue;
+		if (memo->nholes == cap) {
+			cap = cap ? cap * 2 : 64;
+			memo->holes = xrealloc(memo->holes, cap, sizeof(*memo->holes));
+		}
+		memo->holes[memo->nholes++] = (struct hole_memo){ key, word };
+	}
+	if (memo->nholes)
+		qsort(memo->holes, memo->nholes, sizeof(*memo->holes), cmp_hole);
 }
 
 /* Before the maps are rewritten (the programs paused): what the next sync carries over. */
@@ -723,6 +841,9 @@ static void take_memo(struct engine *e, struct sync_memo *memo)
 	for (uint64_t i = 0; i < e->nbits; i++)
 		memo->slots[i] = page_bits(e, i) & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN
 								   : e->page_cgroup[i];
+	memo->runs = e->runs;
+	e->runs = NULL;
+	take_hole_memo(e, memo);
 }
 
 static void free_memo(struct sync_memo *memo)
@@ -730,6 +851,8 @@ static void free_memo(struct sync_memo *memo)
 	free(memo->files);
 	free(memo->counts);
 	free(memo->slots);
+	free(memo->runs);
+	free(memo->holes);
 }
 
 /* After a reload the new maps know no cgroups: hand the old slots back. */
@@ -752,13 +875,21 @@ static const struct file_layout *memo_layout(const struct sync_memo *memo,
 			    : NULL;
 }
 
-static const uint16_t *memo_file(const struct sync_memo *memo, const struct dc_file_key *key,
-				 uint64_t *npages)
+/* The cgroup slot page p of a file was counted in at the last sync (l: its layout then). */
+static uint16_t memo_cgroup(const struct sync_memo *memo, const struct file_layout *l, uint64_t p)
 {
-	const struct file_layout *l = memo_layout(memo, key);
+	struct hole_memo probe = { .key = { .index = p } }, *h;
+	uint64_t bit;
 
-	*npages = l ? l->npages : 0;
-	return l ? memo->slots + l->bit_base : NULL;
+	if (!l || p >= l->npages)
+		return DC_CGROUP_UNKNOWN;
+	if (run_bit(memo->runs + l->run_first, l->run_count, p, &bit))
+		return memo->slots[bit];
+	probe.key.file_id = l->id;
+	h = memo->nholes ? bsearch(&probe, memo->holes, memo->nholes, sizeof(probe), cmp_hole) : NULL;
+	if (!h || (h->word & DC_PAGE_NO_CGROUP))
+		return DC_CGROUP_UNKNOWN;
+	return h->word >> DC_HOLE_TAG_SHIFT & 0xffff;
 }
 
 /*
@@ -771,20 +902,26 @@ static int seed(struct engine *e, const struct scan *s, const struct sync_memo *
 
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
-		uint64_t old_npages;
-		const uint16_t *old = memo_file(memo, &e->layout[i].key, &old_npages);
+		const struct file_layout *old = memo_layout(memo, &e->layout[i].key);
 
-#define CGROUP_OF(p) (old && (p) < old_npages ? old[p] : DC_CGROUP_UNKNOWN)
+#define CGROUP_OF(p) memo_cgroup(memo, old, p)
 		/* e->files[i].npages: 0 for a file left out of the page tables */
 		for (uint64_t p = 0; f->resident && p < e->files[i].npages;) {
-			struct dc_seed_ctx ctx = { .file_id = i, .index = p, .cgroup = CGROUP_OF(p) };
+			struct dc_seed_ctx ctx = { .file_id = i, .index = p };
 			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
 
-			if (!bit_test(f->resident, p)) {
+			/* a sparse image's holes: no bitmap for the chunk */
+			if (!resident_chunk(f, p)) {
+				p += RESIDENT_CHUNK_PAGES - p % RESIDENT_CHUNK_PAGES;
+				continue;
+			}
+			if (!file_page_resident(f, p)) {
 				p++;
 				continue;
 			}
-			while (p < e->files[i].npages && bit_test(f->resident, p) && CGROUP_OF(p) == ctx.cgroup &&
+			ctx.index = p;
+			ctx.cgroup = CGROUP_OF(p);
+			while (p < e->files[i].npages && file_page_resident(f, p) && CGROUP_OF(p) == ctx.cgroup &&
 			       ctx.npages < DC_SEED_MAX_PAGES) {
 				ctx.npages++;
 				p++;
@@ -950,6 +1087,7 @@ void engine_window(const struct engine *e, struct engine_window *w)
 		.untracked_files = e->untracked,
 		.oversize_folios = t.oversize_folio,
 		.missing_entry = t.missing_entry,
+		.hole_pages_uncounted = t.holes_full,
 	};
 }
 
@@ -981,13 +1119,18 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 			const struct dc_segment *seg = &m->segs[m->seg_first[f] + k];
 
 			for (uint64_t p = 0; p < seg->npages; p++) {
-				uint64_t bit = e->layout[f].bit_base + seg->lpage + p;
 				uint32_t c = __atomic_load_n(&copies[seg->slot + p], __ATOMIC_RELAXED);
+				unsigned bits;
+				uint32_t slot;
+				uint64_t bit;
 
-				unsigned bits = page_bits(e, bit);
-				uint32_t slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : e->page_cgroup[bit];
-
-				if (c < 2 || !(bits & DC_PAGE_RESIDENT))
+				/* shared pages are data: always in a run */
+				if (c < 2 || !run_bit(e->runs + e->files[f].run_first, e->files[f].run_count,
+						      seg->lpage + p, &bit))
+					continue;
+				bits = page_bits(e, bit);
+				slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : e->page_cgroup[bit];
+				if (!(bits & DC_PAGE_RESIDENT))
 					continue;
 				file_share[f] += P * (c - 1) / c;
 				cgroup_share[slot % DC_MAX_CGROUPS] += P * (c - 1) / c;
@@ -1013,6 +1156,7 @@ void engine_stop(struct engine *e)
 	unload(e);
 	free(e->keys);
 	free(e->layout);
+	free(e->runs);
 	free(e->file_resident);
 	free(e->group_dup);
 	free(e->prev_id);

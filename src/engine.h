@@ -23,6 +23,7 @@ struct engine_window {
 	uint64_t untracked_files;  /* files left out because a map was full */
 	uint64_t oversize_folios;  /* folios too large to walk (change forced) */
 	uint64_t missing_entry;    /* internal consistency: must be 0 */
+	uint64_t hole_pages_uncounted; /* cached in holes past DC_MAX_HOLE_PAGES: figures short */
 };
 
 /*

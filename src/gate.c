@@ -467,8 +467,11 @@ static int workload_run(const struct gate_opts *o, const struct scan *survey, st
 	if (w.untracked_files)
 		msg("gate: %llu files not tracked: the engine's maps are full",
 		    (unsigned long long)w.untracked_files);
+	if (w.hole_pages_uncounted)
+		msg("gate: %llu pages cached in holes not counted: the engine's hole map is full",
+		    (unsigned long long)w.hole_pages_uncounted);
 	/* Figures that miss files are not a pass: at best exit 3, as for skipped input. */
-	r->incomplete = w.missing_entry || w.untracked_files;
+	r->incomplete = w.missing_entry || w.untracked_files || w.hole_pages_uncounted;
 
 	double *v = r->m.v;
 

@@ -143,6 +143,7 @@ void output_json(FILE *out, const struct report_view *v)
 		json_add_u64(jw, "refreshes", w->refreshes);
 		json_add_u64(jw, "untracked_files", w->untracked_files);
 		json_add_u64(jw, "oversize_folios", w->oversize_folios);
+		json_add_u64(jw, "hole_pages_uncounted", w->hole_pages_uncounted);
 		json_object_object_add(root, "window", jw);
 	}
 	fprintf(out, "%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -113,6 +113,10 @@ static int watch(const struct report_opts *o, char **paths, int npaths, bool *in
 		if (w.missing_entry)
 			msg("internal error: %llu engine map lookups failed; figures may be wrong",
 			    (unsigned long long)w.missing_entry);
+		if (w.hole_pages_uncounted)
+			msg("%llu pages cached in holes were not counted: the engine keeps state for "
+			    "%u such pages at most", (unsigned long long)w.hole_pages_uncounted,
+			    DC_MAX_HOLE_PAGES);
 	}
 	*input_lost = t.scan.input_lost;
 	tracker_stop(&t);

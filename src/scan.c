@@ -27,7 +27,6 @@
 			   FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN)
 #define FIEMAP_BATCH 512
 /* mincore() window: bounds the vector to 256 KiB whatever the file size. */
-#define RESIDENCY_CHUNK_PAGES (256u * 1024)
 #define CHANGE_RETRIES 3
 
 #ifndef __NR_cachestat
@@ -337,20 +336,27 @@ static bool residency_visible(const char *path, int fd)
 	return faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0;
 }
 
+void resident_free(struct scanned_file *f)
+{
+	for (uint64_t c = 0; f->resident && c * RESIDENT_CHUNK_PAGES < f->npages; c++)
+		free(f->resident[c]);
+	free(f->resident);
+	f->resident = NULL;
+	f->resident_pages = 0;
+}
+
 static int read_residency(struct scanned_file *f, const char *path, int fd, unsigned P)
 {
 	unsigned char *vec = NULL;
 
-	free(f->resident);
-	f->resident = NULL;
-	f->resident_pages = 0;
+	resident_free(f);
 	if (!residency_visible(path, fd))
 		return -EACCES;
 	if (!f->npages || !maybe_cached(fd, 0, 0))
 		return 0;
-	for (uint64_t base = 0; base < f->npages; base += RESIDENCY_CHUNK_PAGES) {
-		uint64_t n = f->npages - base < RESIDENCY_CHUNK_PAGES ? f->npages - base
-								       : RESIDENCY_CHUNK_PAGES;
+	for (uint64_t base = 0; base < f->npages; base += RESIDENT_CHUNK_PAGES) {
+		uint64_t n = f->npages - base < RESIDENT_CHUNK_PAGES ? f->npages - base
+								       : RESIDENT_CHUNK_PAGES;
 		void *map;
 
 		/* A chunk with nothing cached (a sparse image's holes) costs one cachestat. */
@@ -375,9 +381,14 @@ static int read_residency(struct scanned_file *f, const char *path, int fd, unsi
 		for (uint64_t i = 0; i < n; i++) {
 			if (!(vec[i] & 1))
 				continue;
+			uint64_t c = base / RESIDENT_CHUNK_PAGES;
+
 			if (!f->resident)
-				f->resident = xcalloc((f->npages + 63) / 64, sizeof(uint64_t));
-			bit_set(f->resident, base + i);
+				f->resident = xcalloc((f->npages + RESIDENT_CHUNK_PAGES - 1) /
+						      RESIDENT_CHUNK_PAGES, sizeof(*f->resident));
+			if (!f->resident[c])
+				f->resident[c] = xcalloc(RESIDENT_CHUNK_PAGES / 64, sizeof(uint64_t));
+			bit_set(f->resident[c], i);
 			f->resident_pages++;
 		}
 	}
@@ -530,10 +541,13 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		if (!S_ISREG(before.st_mode) || before.st_ino != walk_st->st_ino ||
 		    before.st_dev != walk_st->st_dev) {
 			close(fd);
+			free(f.runs);
+			resident_free(&f);
 			skip(s, o, &s->skipped.changed, true, path, "replaced during the scan");
 			return;
 		}
 		free(f.runs);
+		resident_free(&f);
 		f = (struct scanned_file){ .st_dev = before.st_dev, .ino = before.st_ino,
 					   .size = before.st_size, .ctime = before.st_ctim,
 					   .npages = (before.st_size + P - 1) / P };
@@ -551,7 +565,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		if (attempt + 1 == CHANGE_RETRIES) {
 			close(fd);
 			free(f.runs);
-			free(f.resident);
+			resident_free(&f);
 			skip(s, o, &s->skipped.changed, true, path, "kept changing during the scan");
 			return;
 		}
@@ -560,7 +574,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	if (ret) {
 		close(fd);
 		free(f.runs);
-		free(f.resident);
+		resident_free(&f);
 		skip_errno(s, o, path, -ret);
 		return;
 	}
@@ -646,11 +660,8 @@ void scan_residency(struct scan *s)
 
 		/* Gone or replaced since the scan: that inode holds no cache now. */
 		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || st.st_dev != f->st_dev ||
-		    read_residency(f, f->path, fd, s->page_size) < 0) {
-			free(f->resident);
-			f->resident = NULL;
-			f->resident_pages = 0;
-		}
+		    read_residency(f, f->path, fd, s->page_size) < 0)
+			resident_free(f);
 		if (fd >= 0)
 			close(fd);
 	}
@@ -670,7 +681,7 @@ void scan_free(struct scan *s)
 	for (size_t i = 0; i < s->nfiles; i++) {
 		free(s->files[i].path);
 		free(s->files[i].runs);
-		free(s->files[i].resident);
+		resident_free(&s->files[i]);
 	}
 	free(s->files);
 	if (s->seen)

@@ -12,6 +12,10 @@
 #include <sys/types.h>
 #include <time.h>
 #include "extmap.h"
+#include "util.h"
+
+/* Pages per chunk of a file's resident bitmap: 1 GiB of 4 KiB pages. */
+#define RESIDENT_CHUNK_PAGES (256u * 1024)
 
 struct scanned_file {
 	char *path;
@@ -28,7 +32,12 @@ struct scanned_file {
 	size_t nruns;
 	uint64_t shared_bytes;  /* bytes in extents flagged FIEMAP_EXTENT_SHARED */
 	bool no_fiemap;         /* its filesystem cannot tell its extents */
-	uint64_t *resident;     /* bitmap of npages bits; NULL when none resident */
+	/*
+	 * Resident pages: a bitmap per RESIDENT_CHUNK_PAGES pages, NULL for a
+	 * chunk with none (a sparse image's holes cost a pointer per GiB);
+	 * NULL when none at all.  Read with file_page_resident().
+	 */
+	uint64_t **resident;
 	uint64_t resident_pages;
 };
 
@@ -80,6 +89,21 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 /* Re-read which pages of every scanned file are resident. */
 void scan_residency(struct scan *s);
 void scan_free(struct scan *s);
+
+static inline const uint64_t *resident_chunk(const struct scanned_file *f, uint64_t page)
+{
+	return f->resident ? f->resident[page / RESIDENT_CHUNK_PAGES] : NULL;
+}
+
+static inline bool file_page_resident(const struct scanned_file *f, uint64_t page)
+{
+	const uint64_t *c = page < f->npages ? resident_chunk(f, page) : NULL;
+
+	return c && bit_test(c, page % RESIDENT_CHUNK_PAGES);
+}
+
+/* Frees a file's resident bitmap; none resident. */
+void resident_free(struct scanned_file *f);
 /* btrfs subvolumes deleted and not yet dropped on the scanned filesystems (0 without privilege). */
 uint64_t scan_btrfs_dropping(const struct scan *s);
 

@@ -70,7 +70,7 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 			const struct dc_segment *seg = &m->segs[m->seg_first[i] + k];
 
 			for (uint64_t p = 0; p < seg->npages; p++)
-				if (bit_test(f->resident, seg->lpage + p))
+				if (file_page_resident(f, seg->lpage + p))
 					copies[seg->slot + p]++;
 		}
 	}

@@ -18,8 +18,17 @@ static uint64_t res_all = 0xf, res_first = 0x1, res_two = 0x3;
 static struct scanned_file file(const char *path, uint32_t dev, struct page_run *runs,
 				size_t nruns, uint64_t *resident)
 {
+	/* the resident bitmap's one chunk: these files have 4 pages */
+	static uint64_t *chunks[64];
+	static size_t nchunks;
 	struct scanned_file f = { .path = (char *)path, .sb_dev = dev, .size = 4 * P, .npages = 4,
-				  .runs = runs, .nruns = nruns, .resident = resident };
+				  .runs = runs, .nruns = nruns };
+
+	if (resident) {
+		assert_true(nchunks < 64);
+		chunks[nchunks] = resident;
+		f.resident = &chunks[nchunks++];
+	}
 
 	f.resident_pages = resident ? __builtin_popcountll(*resident) : 0;
 	return f;
