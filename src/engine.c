@@ -908,8 +908,8 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 
 				if (c < 2 || !(bits & DC_PAGE_RESIDENT))
 					continue;
-				file_share[f] += P * (c - 1) / c;
-				cgroup_share[slot % DC_MAX_CGROUPS] += P * (c - 1) / c;
+				file_share[f] += dup_share(P, c);
+				cgroup_share[slot % DC_MAX_CGROUPS] += dup_share(P, c);
 			}
 		}
 	}
