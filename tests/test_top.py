@@ -401,7 +401,10 @@ H2 = re.compile(r'^Reclaim: kswapd wakes [\d.]+/s, direct stalls [\d.]+/s '
                 r'\([\d.]+ ms\), cgroup stalls [\d.]+/s \([\d.]+ ms\), '
                 r'pages reclaimed \d+/s$')
 HELP = ['q quit   s or > next sort column   < previous sort column   r reverse',
-        'g rows by group / file / cgroup   p pause   h this help']
+        'g rows by group / file / cgroup   p pause   h this help',
+        'Up/Down PgUp/PgDn Home/End select   Enter files of a group   '
+        'Esc/Left/Backspace back',
+        '/ search   n next match   f or \\ filter names   d delay']
 
 
 def parse_row(line):
@@ -489,7 +492,8 @@ def check_text_files(where, rows, fr):
 
 # ---------------------------------------------------------------- JSON
 
-TOP_KEYS = {'seconds', 'by', 'page_size', 'totals', 'reclaim', 'rows'}
+TOP_KEYS = {'time', 'unix_time', 'seconds', 'by', 'page_size', 'totals',
+            'reclaim', 'rows'}
 TOTAL_KEYS = {'page_cache_bytes', 'files', 'groups', 'shared_bytes',
               'cached_bytes', 'dup_bytes', 'untracked_files', 'cgroups_full_pages'}
 RECLAIM_KEYS = {'kswapd_wakes_per_s', 'direct_stalls_per_s',
@@ -498,6 +502,10 @@ RECLAIM_KEYS = {'kswapd_wakes_per_s', 'direct_stalls_per_s',
 ROW_KEYS = {'name', 'dup_bytes', 'cached_bytes', 'shared_bytes',
             'added_per_s', 'removed_per_s', 'reclaimed_per_s',
             'refaults_per_s', 'added', 'removed', 'reclaimed', 'refaults'}
+# the ids that name a row across frames
+ID_KEYS = {'group': {'group_id', 'path', 'dev', 'ino', 'files'},
+           'file': {'group_id', 'path', 'dev', 'ino'},
+           'cgroup': {'cgroup_id'}}
 
 
 def check_json_shape(where, fr, by):
@@ -511,10 +519,56 @@ def check_json_shape(where, fr, by):
           '%s: maps full? %s' % (where, fr['totals']))
     check(set(fr['reclaim']) == RECLAIM_KEYS,
           '%s: reclaim keys %s' % (where, sorted(fr['reclaim'])))
-    want = ROW_KEYS - ({'shared_bytes'} if by == 'cgroup' else set())
+    want = (ROW_KEYS - ({'shared_bytes'} if by == 'cgroup' else set())) | \
+        ID_KEYS[by]
     for r in fr['rows']:
         check(set(r) == want, '%s: row keys %s, want %s' % (
             where, sorted(r), sorted(want)))
+    check_json_time(where, fr)
+    check_json_ids(where, fr, by)
+
+
+def check_json_time(where, fr):
+    """time: RFC 3339 UTC, and unix_time the same instant, both within a
+    few seconds of our own clock."""
+    import datetime
+    m = re.match(r'^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$', fr['time'])
+    check(m, '%s: time %r is not RFC 3339 UTC with ms' % (where, fr['time']))
+    t = datetime.datetime.strptime(m.group(1), '%Y-%m-%dT%H:%M:%S').replace(
+        tzinfo=datetime.timezone.utc).timestamp() + int(m.group(2)) / 1000
+    check(abs(t - fr['unix_time']) < 0.002,
+          '%s: time %s and unix_time %s differ' % (where, fr['time'],
+                                                   fr['unix_time']))
+    check(abs(time.time() - fr['unix_time']) < 30,
+          '%s: unix_time %s, now %s' % (where, fr['unix_time'], time.time()))
+
+
+def check_json_ids(where, fr, by):
+    """dev/ino name the row's path (the group's first member); a group's
+    group_id is unique, a file's is its group's."""
+    for r in fr['rows']:
+        if by == 'cgroup':
+            check(r['cgroup_id'] is None if r['name'] == '(cached before start)'
+                  else isinstance(r['cgroup_id'], int) and r['cgroup_id'] > 0,
+                  '%s: cgroup row %s cgroup_id %r' % (where, r['name'],
+                                                     r['cgroup_id']))
+            continue
+        st = os.stat(r['path'])
+        check((st.st_dev, st.st_ino) == (r['dev'], r['ino']),
+              '%s: row %s: dev/ino %s/%s are not %s\'s' % (
+                  where, r['name'], r['dev'], r['ino'], r['path']))
+        check(r['name'].startswith(r['path']), '%s: name %r, path %r' % (
+            where, r['name'], r['path']))
+        if by == 'group':
+            check(isinstance(r['group_id'], int) and r['files'] ==
+                  1 + int((re.findall(r' \(\+(\d+) more\)$', r['name'])
+                           or ['0'])[0]),
+                  '%s: group row %s: group_id %r files %r' % (
+                      where, r['name'], r['group_id'], r['files']))
+    if by == 'group':
+        ids = [r['group_id'] for r in fr['rows']]
+        check(len(set(ids)) == len(ids), '%s: group ids repeat: %s'
+              % (where, ids))
 
 
 def check_json_totals(where, fr, ora):
