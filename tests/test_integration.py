@@ -1615,6 +1615,33 @@ def t_filter_errors():
               'empty list: exit %d, %r' % (rc, err))
 
 
+@test('man_report_top', needs_bin=False)
+def t_man_pages():
+    """docs/man/dupcache-report.1 and dupcache-top.1 render without a warning
+    (groff -ww), and name every option the commands' --help lists."""
+    if not shutil.which('groff'):
+        raise Skip('groff missing')
+    for cmd in ('report', 'top'):
+        page = os.path.join(HERE, '..', 'docs', 'man', 'dupcache-%s.1' % cmd)
+        r = subprocess.run(['groff', '-man', '-ww', '-z', page],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        check(r.returncode == 0 and not r.stderr,
+              '%s: groff -ww: rc %d %r' % (page, r.returncode, r.stderr))
+        if ORACLE_ONLY:
+            continue
+        r = subprocess.run(['groff', '-man', '-ww', '-Tutf8', '-P', '-cbou',
+                            page], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        check(not r.stderr, '%s: groff -Tutf8: %r' % (page, r.stderr))
+        text = r.stdout.decode()
+        text = text.replace('\u2010', '-').replace('\u2212', '-')
+        usage = subprocess.run([BIN, cmd, '--help'],
+                               stdout=subprocess.PIPE).stdout.decode()
+        missing = sorted(o for o in set(re.findall(r'--[a-z][a-z0-9-]+', usage))
+                         if o not in text)
+        check(not missing, '%s does not document %s' % (page, missing))
+
+
 # ---------------------------------------------------------------- oracle
 
 @test('oracle_fincore_xfs', needs_bin=False)
