@@ -20,8 +20,8 @@
 #include "tracker.h"
 #include "util.h"
 
-enum by { BY_GROUP, BY_FILE, BY_CGROUP, BY_COUNT };
-static const char *const by_name[] = { "group", "file", "cgroup" };
+enum by { BY_GROUP, BY_FILE, BY_CGROUP, BY_PROCESS, BY_COUNT };
+static const char *const by_name[] = { "group", "file", "cgroup", "process" };
 
 /* Columns, in display order; the sort keys are their names. */
 enum col { C_DUP, C_CACHED, C_SHARED, C_ADDED, C_REMOVED, C_RECLAIMED, C_REFAULTS, C_NAME, C_COUNT };
@@ -37,6 +37,10 @@ struct row {
 	size_t file;                  /* group and file rows: the scan index of `name` */
 	uint32_t group;               /* group and file rows: extent map group, DC_NO_GROUP */
 	uint64_t cgroup_id;           /* cgroup rows: the kernel's id, 0 when unknown */
+	uint32_t pid;                 /* process rows: the tgid, DC_TASKS_FULL for the rest */
+	const char *comm;             /* process rows */
+	uint64_t dup_added;           /* process rows: duplicate copies its adds made, pages */
+	double dup_rate;              /* the same per second */
 	uint64_t dup, cached, shared; /* bytes; shared is -1 where it means nothing */
 	double rate[4];               /* added, removed, reclaimed, refaults: pages/s */
 	uint64_t count[4];            /* the same since start of row's counters */
@@ -71,15 +75,18 @@ struct prev {
 	uint64_t (*file)[4];
 	size_t nfiles;
 	uint64_t cgroup[DC_MAX_CGROUPS][4];
+	struct engine_task *tasks;    /* by tgid, with attribution (--by process) */
+	size_t ntasks;
 };
 
 static const char usage[] =
-	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup]\n"
+	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup|process]\n"
 	"                    [-b] [--frames COUNT] [--json] [-x] PATH...\n"
 	"  -d SECONDS     refresh interval (default 1)\n"
 	"  -s KEY         sort by dup, cached, shared, added, removed, reclaimed, refaults, name\n"
 	"  -r ROWS        rows to show (default: what fits; all in batch mode)\n"
-	"  --by WHAT      one row per sharing group (default), file or memory cgroup\n"
+	"  --by WHAT      one row per sharing group (default), file, memory cgroup, or process\n"
+	"                 (process: the readers that added duplicates; loads the attribution)\n"
 	"  -b             batch mode: plain text frames (the default when stdout is no terminal)\n"
 	"  --frames COUNT frames to print in batch or JSON mode, then exit (default: until ^C);\n"
 	"                 -n COUNT is the same\n"
@@ -130,7 +137,7 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 			for (o->by = 0; o->by < BY_COUNT && strcmp(by_name[o->by], optarg); o->by++)
 				;
 			if (o->by == BY_COUNT) {
-				msg("top: --by takes group, file or cgroup, not '%s'", optarg);
+				msg("top: --by takes group, file, cgroup or process, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -150,6 +157,8 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		return usage_no_path("top");
 	if (!o->json && !isatty(STDOUT_FILENO))
 		o->batch = true;
+	/* the process view needs the engine's attribution, which costs only when loaded */
+	engine_attribute_tasks(o->by == BY_PROCESS);
 	return EXIT_OK;
 }
 
@@ -176,6 +185,23 @@ static void cgroup_counts(const struct dc_cgroup_stats *c, uint64_t out[4])
 	out[0] = c->added, out[1] = c->removed, out[2] = c->reclaimed, out[3] = c->refaults;
 }
 
+static int cmp_task(const void *a, const void *b)
+{
+	const struct engine_task *x = a, *y = b;
+
+	return x->tgid < y->tgid ? -1 : x->tgid > y->tgid;
+}
+
+static const struct engine_task *find_task(const struct prev *prev, uint32_t tgid)
+{
+	struct engine_task key = { .tgid = tgid };
+
+	return prev->ntasks ? bsearch(&key, prev->tasks, prev->ntasks, sizeof(key), cmp_task) : NULL;
+}
+
+/* Process rows' names ("PID COMM CGROUP"): valid until the next collect(). */
+static char (*task_names)[PATH_MAX + 64];
+
 static enum col sort_col;
 static bool sort_reverse;
 
@@ -187,6 +213,8 @@ static const char *row_name(const struct row *r)
 /* The name as shown: a group's first member and how many more. */
 static const char *row_title(const struct row *r, char *buf, size_t len)
 {
+	if (r->comm)
+		return row_name(r);
 	if (!r->more)
 		return row_name(r);
 	snprintf(buf, len, "%s (+%zu more)", row_name(r), r->more);
@@ -234,12 +262,18 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 	long long now = monotonic_ns();
 	double dt = (now - prev->at) / 1e9;
 	struct engine_sample es;
+	struct engine_task *tasks = NULL;
+	size_t ntasks;
 	uint64_t *file_share = NULL, *cgroup_share = NULL;
 	uint64_t counts[4];
 	struct row *rows = NULL;
 	size_t n = 0;
 
 	engine_sample(t->engine, &es);
+	/* every frame, whatever the view: the rates need the last frame's counts */
+	ntasks = engine_tasks(t->engine, &tasks);
+	if (ntasks)
+		qsort(tasks, ntasks, sizeof(*tasks), cmp_task);
 	/* Fair shares walk every shared page: only for the rows that show them. */
 	if (by != BY_GROUP) {
 		file_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
@@ -369,11 +403,50 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 			set_rates(r, counts, prev->cgroup[c], dt);
 		}
 		break;
+	case BY_PROCESS:
+		rows = xcalloc(ntasks ? ntasks : 1, sizeof(*rows));
+		task_names = xrealloc(task_names, ntasks ? ntasks : 1, sizeof(*task_names));
+		for (size_t k = 0; k < ntasks; k++) {
+			const struct dc_task *x = &tasks[k].t;
+			const struct engine_task *old = find_task(prev, tasks[k].tgid);
+			uint64_t then[4] = { old ? old->t.added : 0 };
+			char cg[PATH_MAX];
+			const char *where;
+			struct row *r;
+
+			if (tasks[k].tgid == DC_TASKS_FULL && !x->added)
+				continue; /* the map never ran full */
+			r = &rows[n];
+			r->group = DC_NO_GROUP;
+			r->pid = tasks[k].tgid;
+			r->comm = x->comm;
+			r->cgroup_id = x->cgroup_id;
+			if (r->pid == DC_TASKS_FULL) {
+				snprintf(task_names[n], sizeof(task_names[n]),
+					 "(other processes: the task map was full)");
+			} else {
+				where = cgroup_of_pid(r->pid, cg, sizeof(cg));
+				snprintf(task_names[n], sizeof(task_names[n]), "%u %.16s %s", r->pid,
+					 x->comm, where ? where : "(exited)");
+			}
+			r->name = task_names[n];
+			n++;
+			r->dup = x->dup_added * P;
+			r->cached = x->added * P;
+			r->shared = (uint64_t)-1;
+			r->dup_added = x->dup_added;
+			r->dup_rate = per_s(x->dup_added, old ? old->t.dup_added : 0, dt);
+			set_rates(r, (uint64_t[4]){ x->added }, then, dt);
+		}
+		break;
 	default:
 		break;
 	}
 
 	/* Remember this frame's counters. */
+	free(prev->tasks);
+	prev->tasks = tasks;
+	prev->ntasks = ntasks;
 	prev->at = now;
 	prev->totals = es.totals;
 	for (size_t i = 0; i < es.nfiles && i < prev->nfiles; i++)
@@ -470,6 +543,16 @@ static void json_add_time(json_object *root)
 /* Ids that name a row across frames (see README: JSON Lines). */
 static void json_add_ids(json_object *j, const struct row *r, enum by by, const struct scan *s)
 {
+	if (by == BY_PROCESS) {
+		json_object_object_add(j, "pid", r->pid == DC_TASKS_FULL ? NULL
+							 : json_object_new_uint64(r->pid));
+		json_object_object_add(j, "comm", json_object_new_string(r->comm));
+		json_object_object_add(j, "cgroup_id", r->cgroup_id ? json_object_new_uint64(r->cgroup_id)
+								    : NULL);
+		json_add_u64(j, "dup_added", r->dup_added);
+		json_add_double(j, "dup_added_per_s", r->dup_rate);
+		return;
+	}
 	if (by == BY_CGROUP) {
 		json_object_object_add(j, "cgroup_id",
 				       r->cgroup_id ? json_object_new_uint64(r->cgroup_id) : NULL);
@@ -729,7 +812,8 @@ static void handle_key(int ch, struct top_opts *o, struct ui *u, const struct ro
 	case 'g':
 		free(u->open);
 		u->open = NULL;
-		o->by = (o->by + 1) % BY_COUNT;
+		/* the process view only where the engine was loaded with attribution */
+		o->by = (o->by + 1) % (engine_attributes_tasks() ? BY_COUNT : BY_PROCESS);
 		u->refresh = true;
 		break;
 	case 'p':
@@ -911,6 +995,8 @@ int cmd_top(int argc, char **argv)
 		endwin();
 	free(rows);
 	free(prev.file);
+	free(prev.tasks);
+	free(task_names);
 	free(u.sel_name);
 	free(u.open);
 	if (!ret && t.scan.input_lost)

@@ -505,7 +505,9 @@ ROW_KEYS = {'name', 'dup_bytes', 'cached_bytes', 'shared_bytes',
 # the ids that name a row across frames
 ID_KEYS = {'group': {'group_id', 'path', 'dev', 'ino', 'files'},
            'file': {'group_id', 'path', 'dev', 'ino'},
-           'cgroup': {'cgroup_id'}}
+           'cgroup': {'cgroup_id'},
+           'process': {'pid', 'comm', 'cgroup_id', 'dup_added',
+                       'dup_added_per_s'}}
 
 
 def check_json_shape(where, fr, by):
@@ -519,7 +521,8 @@ def check_json_shape(where, fr, by):
           '%s: maps full? %s' % (where, fr['totals']))
     check(set(fr['reclaim']) == RECLAIM_KEYS,
           '%s: reclaim keys %s' % (where, sorted(fr['reclaim'])))
-    want = (ROW_KEYS - ({'shared_bytes'} if by == 'cgroup' else set())) | \
+    want = (ROW_KEYS - ({'shared_bytes'} if by in ('cgroup', 'process')
+                        else set())) | \
         ID_KEYS[by]
     for r in fr['rows']:
         check(set(r) == want, '%s: row keys %s, want %s' % (
@@ -547,6 +550,8 @@ def check_json_ids(where, fr, by):
     """dev/ino name the row's path (the group's first member); a group's
     group_id is unique, a file's is its group's."""
     for r in fr['rows']:
+        if by == 'process':
+            continue
         if by == 'cgroup':
             check(r['cgroup_id'] is None if r['name'] == '(cached before start)'
                   else isinstance(r['cgroup_id'], int) and r['cgroup_id'] > 0,
@@ -1113,6 +1118,116 @@ def t_tty_keys():
                 check(f.read().strip() == '0', 'exit status after q')
     finally:
         tmux.kill()
+
+
+# ---------------------------------------------------------------- 1c. process view
+
+def held_maps(pid):
+    """{name: max_entries} of the BPF maps a process holds (fdinfo map_id)."""
+    ids = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                ids.update(int(ln.split()[1]) for ln in f
+                           if ln.startswith('map_id:'))
+        except OSError:
+            pass
+    out = {}
+    for i in ids:
+        r = subprocess.run(['bpftool', '-j', 'map', 'show', 'id', str(i)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if r.returncode == 0:
+            j = json.loads(r.stdout)
+            out[j.get('name', '')] = j['max_entries']
+    return out
+
+
+READER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # no readahead: only the range
+off, end = int(sys.argv[2]), int(sys.argv[3])
+while off < end:
+    off += len(os.pread(fd, min(1 << 20, end - off), off))
+print('read', flush=True)
+sys.stdin.read()                                    # stay alive until told
+"""
+
+
+def t_process(fstype):
+    """Two readers of clones of a cached file: each one's row has exactly
+    the pages that became duplicates through its reads, and the rows add up
+    to the duplicates the window added (the oracle's, nothing cached but a
+    before the start)."""
+    with prepared(fstype) as mnt:
+        a = mnt + '/a'
+        make_file(a, 8 * MiB, seed=61)
+        reflink(a, mnt + '/b')
+        reflink(a, mnt + '/c')
+        cold(mnt)
+        read_range(a)
+        # without --by process the attribution is not loaded: one-entry map
+        plain = Top(['--json', '-d', '0.5', mnt])
+        plain.wait(1)
+        maps = held_maps(plain.p.pid)
+        plain.stop()
+        check(maps.get('tasks') == 1, 'top by group: task map %r (want 1 '
+              'entry: attribution off)' % maps.get('tasks'))
+
+        top = Top(['--json', '--by', 'process', '-d', '0.5', mnt])
+        first = top.wait(1)
+        check_json_shape('process: first frame', first, 'process')
+        check(held_maps(top.p.pid).get('tasks') == 4096,
+              'top --by process: task map %r' % held_maps(top.p.pid))
+        check(first['rows'] == [] and first['totals']['dup_bytes'] == 0,
+              'process: first frame (a cached before start, no reader): '
+              'rows %s dup %s' % (first['rows'], first['totals']['dup_bytes']))
+        readers = []
+        for path, off, end in ((mnt + '/b', 0, 8 * MiB),
+                               (mnt + '/c', 2 * MiB, 6 * MiB)):
+            r = spawn(['/usr/bin/python3', '-c', READER, path, str(off),
+                       str(end)], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE)
+            check(r.stdout.readline() == b'read\n', 'reader failed')
+            readers.append(r)
+            pin(path, range(off // P, end // P))   # DAMON keeps off
+        try:
+            ora, fa, fr = settle(mnt, top.wait_new)
+        finally:
+            for r in readers:
+                r.stdin.close()
+                r.wait(10)
+        check_json_shape('process', fr, 'process')
+        rows = {r['pid']: r for r in fr['rows']}
+        want = {readers[0].pid: (2048, 2048), readers[1].pid: (1024, 1024)}
+        got = {pid: (r['added'], r['dup_added']) for pid, r in rows.items()}
+        check(got == want, 'process rows (added, dup_added) by pid %s, want '
+              '%s' % (got, want))
+        for r in fr['rows']:
+            check(r['comm'] == 'python3' and r['dup_bytes'] ==
+                  r['dup_added'] * P and r['cached_bytes'] == r['added'] * P
+                  and r['name'].startswith('%d python3 ' % r['pid']) and
+                  isinstance(r['cgroup_id'], int) and r['cgroup_id'] > 0,
+                  'process row %s' % r)
+        dup = ora['totals']['dup_bytes']
+        check(dup == 12 * MiB and fr['totals']['dup_bytes'] == dup,
+              'dup: frame %s, oracle %s, want 12 MiB' % (
+                  mib(fr['totals']['dup_bytes']), mib(dup)))
+        check(sum(r['dup_added'] for r in fr['rows']) * P == dup,
+              'process rows add up to %s, the window added %s' % (
+                  mib(sum(r['dup_added'] for r in fr['rows']) * P), mib(dup)))
+        rc, err = top.stop()
+        check(rc == 0, 'top --by process: exit %d: %s' % (rc, err))
+
+
+@test('process_view_xfs')
+def t_process_xfs():
+    t_process('xfs')
+
+
+@test('process_view_btrfs')
+def t_process_btrfs():
+    t_process('btrfs')
 
 
 # ---------------------------------------------------------------- 2. batch
