@@ -118,8 +118,9 @@ void output_text(FILE *out, const struct report_view *v)
 			fprintf(out, "  warning    %llu files not tracked: the engine's maps are full\n",
 				(unsigned long long)w->untracked_files);
 	}
-	fprintf(out, "\nFilesystems:\n  %-8s %-9s %7s %10s %10s %10s  %s\n", "TYPE", "DEVICE", "FILES",
-		"SHARED", "CACHED", "DUP", "MOUNT");
+	if (st->nfs)
+		fprintf(out, "\nFilesystems:\n  %-8s %-9s %7s %10s %10s %10s  %s\n", "TYPE", "DEVICE",
+			"FILES", "SHARED", "CACHED", "DUP", "MOUNT");
 	for (size_t i = 0; i < st->nfs; i++) {
 		const struct fs_stats *fs = &st->fs[i];
 		const char *type, *mount;
