@@ -11,7 +11,8 @@
 #      alternating runs, medians, slowdown
 #   2  mean BPF run time per event of `folio_added` (kernel.bpf_stats_enabled):
 #      (a) untracked inode, (b) tracked order-0 folio (POSIX_FADV_RANDOM 4 KiB
-#      reads), (c) tracked large folios (sequential)
+#      reads), (c) tracked large folios (sequential), (d) = (b) with the task
+#      attribution of `top --by process` on
 #   3  `dupcache report` snapshot vs `fincore` on 10,000 small files
 #   4  kernel map memory and userspace RSS of the engine, per GiB of tracked
 #      shared data
@@ -427,6 +428,7 @@ if start_engine "$MNT_A"; then
 			note "2b: every repetition had > 1% events of other processes: their count subtracted at the 2a' cost (raw: $(median "${TB[@]}") ns)"
 		fi
 		row "2b folio_added, tracked 4 KiB folio (ns/event)" "$m" "<= 300" "$(status "$m" '<=' 300)"
+		TB_MEDIAN=$m
 		ev=$(median "${TB_EV[@]}") tp=$(median "${TB_TP[@]}")
 		row "2b   check: per random 4 KiB read: events, tracked pages" \
 			"$(calc '%.3f' "$ev / $RAND_READS"), $(calc '%.3f' "$tp / $RAND_READS")" "~1, 1" \
@@ -465,6 +467,41 @@ else
 	BROKEN=1
 fi
 sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV" && STATS_PREV=
+
+# ---------------------------------------------------------------- 2d: task attribution's cost
+# 2b's reads again, with `top --by process` as the engine: its programs carry
+# the per-process attribution that every other command loads switched off
+# (2b). Every page read in f1 is a duplicate of f0's, so each one is attributed.
+TB_MEDIAN=${TB_MEDIAN:-}
+if declare -F measure >/dev/null && [ -n "$TB_MEDIAN" ]; then
+	say "2d: the same with task attribution on (top --by process), $REPS repetitions"
+	STATS_PREV=$(sysctl -n kernel.bpf_stats_enabled) && sysctl -qw kernel.bpf_stats_enabled=1
+	"$BIN" top --by process --json -d 1 "$MNT_A" >"$WORK/tasks.out" 2>"$WORK/tasks.err" &
+	ENGINE_PID=$!
+	for ((i = 0; i < 1200; i++)); do
+		[ -s "$WORK/tasks.out" ] && break
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	TD=() TD_EV=() TD_TP=() TD_DT=() TD_REF=()
+	if [ -s "$WORK/tasks.out" ]; then
+		h warm "$MNT_A/f0"
+		for ((r = 0; r < REPS; r++)); do
+			h drop "$MNT_A/f1"
+			measure TD h randread "$MNT_A/f1" "$RAND_READS" $((200 + r)) || break
+			h warm "$MNT_A/f0"
+		done
+	fi
+	stop_engine
+	sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV" && STATS_PREV=
+	if ((${#TD[@]} == REPS)); then
+		m=$(median "${TD[@]}")
+		row "2d folio_added, tracked 4 KiB folio, task attribution on (ns/event)" \
+			"$m (2b, off: $TB_MEDIAN; +$(calc '%.1f' "$m - $TB_MEDIAN"))" "-" "info"
+	else
+		row "2d task attribution" "bench failed: $(head -c 200 "$WORK/tasks.err")" "-" "ERR"
+	fi
+fi
 
 # ---------------------------------------------------------------- 3: snapshot vs fincore
 say "3: dupcache report (snapshot) vs fincore on $nsmall small files, $SNAP_REPS alternating pairs"

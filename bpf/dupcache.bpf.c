@@ -375,6 +375,47 @@ static __always_inline bool find_segment(struct range_ctx *c, __u64 idx)
 	return true;
 }
 
+/*
+ * Task attribution (top --by process): the knob, the map and the one
+ * function, together.  Off unless the loader sets attribute_tasks before
+ * load: the verifier then prunes the body as dead code (rodata), so the
+ * hot path pays nothing for it, and the map is sized to one entry.
+ */
+const volatile bool attribute_tasks = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DC_MAX_TASKS);
+	__type(key, __u32);
+	__type(value, struct dc_task);
+} tasks SEC(".maps");
+
+/* An event's add of a shared page, by the current process; dup: it became a duplicate. */
+static __always_inline void attribute_task(bool dup)
+{
+	__u32 tgid, full = DC_TASKS_FULL;
+	struct dc_task *t, fresh = {};
+
+	if (!attribute_tasks)
+		return;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	t = bpf_map_lookup_elem(&tasks, &tgid);
+	if (!t) {
+		fresh.cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		/* NOEXIST: another CPU may have put it there first; then use that one */
+		bpf_map_update_elem(&tasks, &tgid, &fresh, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&tasks, &tgid);
+		if (!t) /* full: the loader's DC_TASKS_FULL entry counts it */
+			t = bpf_map_lookup_elem(&tasks, &full);
+		if (!t)
+			return;
+	}
+	__sync_fetch_and_add(&t->added, 1);
+	if (dup)
+		__sync_fetch_and_add(&t->dup_added, 1);
+}
+
 /* The page's physical copy count, and with it the duplicate counters. */
 static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 {
@@ -394,6 +435,8 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	}
 	copies = (__u32 *)pair + (slot & 1);
 	old = __sync_fetch_and_add(copies, c->delta > 0 ? 1 : (__u32)-1);
+	if (c->delta > 0 && !c->seeding)
+		attribute_task(old >= 1);
 	/* Only a second or later copy changes the duplicate count. */
 	if (c->delta > 0 ? old < 1 : old < 2)
 		return;

@@ -197,4 +197,21 @@ struct dc_seed_ctx {
 	__u32 pad;
 };
 
+/*
+ * Task attribution (top --by process), off unless the loader sets
+ * attribute_tasks: per process (tgid), the pages of shared extents its
+ * page-cache adds brought in, and of those the ones that became
+ * duplicates (a copy of a physical page already cached).  Key
+ * DC_TASKS_FULL (tgid 0, never a reader's) counts the pages of processes
+ * the full map had no room for: each is one map-full event.
+ */
+#define DC_MAX_TASKS 4096
+#define DC_TASKS_FULL 0
+struct dc_task {
+	__u64 added;      /* pages of shared extents added to the page cache */
+	__u64 dup_added;  /* of those, copies of a physical page already cached */
+	__u64 cgroup_id;  /* cgroup v2 id of the process at its first add */
+	char comm[16];    /* its command at its first add */
+};
+
 #endif /* DUPCACHE_H */

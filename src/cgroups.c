@@ -154,3 +154,44 @@ int cgroup2_subtree(const char *path, uint64_t *id, uint32_t *level)
 	free(real);
 	return err;
 }
+
+const char *cgroup_of_pid(uint32_t pid, char *buf, size_t len)
+{
+	char path[64], *line = NULL, *v2 = NULL;
+	size_t cap = 0;
+	FILE *f;
+	const char *found = NULL;
+
+	snprintf(path, sizeof(path), "/proc/%u/cgroup", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	/* "ID:CONTROLLERS:PATH": the memory controller's line (v1), else the v2 one "0::PATH" */
+	while (!found && getline(&line, &cap, f) > 0) {
+		char *ctl = strchr(line, ':'), *where = ctl ? strchr(ctl + 1, ':') : NULL;
+
+		if (!where)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		*where++ = 0;
+		*ctl = 0;
+		if (!strcmp(line, "0") && !ctl[1]) {
+			free(v2);
+			v2 = xstrdup(where);
+			continue;
+		}
+		for (char *c = strtok(ctl + 1, ","); c; c = strtok(NULL, ","))
+			if (!strcmp(c, "memory")) {
+				snprintf(buf, len, "%s", where);
+				found = buf;
+			}
+	}
+	if (!found && v2) {
+		snprintf(buf, len, "%s", v2);
+		found = buf;
+	}
+	free(v2);
+	free(line);
+	fclose(f);
+	return found;
+}

@@ -19,4 +19,11 @@ const char *cgroup_path(uint64_t id);
  */
 int cgroup2_subtree(const char *path, uint64_t *id, uint32_t *level);
 
+/*
+ * A live process's memory cgroup path (its v1 memory line of
+ * /proc/PID/cgroup, else its cgroup2 path) in buf, or NULL when it is gone.
+ */
+#include <stddef.h>
+const char *cgroup_of_pid(uint32_t pid, char *buf, size_t len);
+
 #endif

@@ -545,6 +545,61 @@ static int attach_programs(struct engine *e, struct dupcache_bpf *skel)
 	return EXIT_OK;
 }
 
+/* ---- task attribution (top --by process): off unless asked ---- */
+
+static bool attribute_tasks;
+
+void engine_attribute_tasks(bool on)
+{
+	attribute_tasks = on;
+}
+
+bool engine_attributes_tasks(void)
+{
+	return attribute_tasks;
+}
+
+/* The knob is rodata: off, the programs' attribution is pruned and its map holds one entry. */
+static void tasks_before_load(struct dupcache_bpf *skel)
+{
+	skel->rodata->attribute_tasks = attribute_tasks;
+	bpf_map__set_max_entries(skel->maps.tasks, attribute_tasks ? DC_MAX_TASKS : 1);
+}
+
+/* The entry that counts the pages of processes a full map had no room for. */
+static int tasks_after_load(struct dupcache_bpf *skel)
+{
+	struct dc_task full = { .comm = "(map full)" };
+	__u32 key = DC_TASKS_FULL;
+
+	if (attribute_tasks &&
+	    bpf_map__update_elem(skel->maps.tasks, &key, sizeof(key), &full, sizeof(full), BPF_ANY))
+		return bpf_load_error(-errno, "filling the engine's task map");
+	return EXIT_OK;
+}
+
+size_t engine_tasks(const struct engine *e, struct engine_task **out)
+{
+	struct bpf_map *map = e->skel->maps.tasks;
+	__u32 key, next;
+	size_t n = 0;
+	void *prev = NULL;
+
+	*out = NULL;
+	if (!attribute_tasks)
+		return 0;
+	/* bounded by the map: DC_MAX_TASKS entries */
+	while (n < DC_MAX_TASKS && !bpf_map__get_next_key(map, prev, &next, sizeof(next))) {
+		*out = xrealloc(*out, n + 1, sizeof(**out));
+		(*out)[n].tgid = next;
+		if (!bpf_map__lookup_elem(map, &next, sizeof(next), &(*out)[n].t, sizeof((*out)[n].t), 0))
+			n++;
+		key = next;
+		prev = &key;
+	}
+	return n;
+}
+
 static int load(struct engine *e, const struct capacity *want)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = kernel_btf_path());
@@ -573,9 +628,12 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.page_words * 4);
 
 	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
+	tasks_before_load(skel);
 	err = choose_programs(e, skel);
 	if (!err && (err = dupcache_bpf__load(skel)))
 		err = bpf_load_error(err, "loading the BPF engine");
+	if (!err)
+		err = tasks_after_load(skel);
 	if (!err)
 		err = attach_programs(e, skel);
 	if (err) {
@@ -1132,8 +1190,8 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 				slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : e->page_cgroup[bit];
 				if (!(bits & DC_PAGE_RESIDENT))
 					continue;
-				file_share[f] += P * (c - 1) / c;
-				cgroup_share[slot % DC_MAX_CGROUPS] += P * (c - 1) / c;
+				file_share[f] += dup_share(P, c);
+				cgroup_share[slot % DC_MAX_CGROUPS] += dup_share(P, c);
 			}
 		}
 	}

@@ -101,6 +101,21 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
  * then cannot be measured.
  */
 bool engine_attached(const struct engine *e, const char *prog);
+/*
+ * Task attribution, for top --by process: on, engines loaded from now on
+ * count per process the shared pages its adds brought in and the
+ * duplicates among them (bpf/dupcache.bpf.c attribute_task()).  Off by
+ * default: the programs then pay nothing for it.  A reload with bigger
+ * maps starts the counts again.
+ */
+void engine_attribute_tasks(bool on);
+bool engine_attributes_tasks(void);
+struct engine_task {
+	uint32_t tgid;       /* DC_TASKS_FULL: the pages of processes left out (map full) */
+	struct dc_task t;
+};
+/* The processes counted so far (a malloc()ed array in *out); 0 when attribution is off. */
+size_t engine_tasks(const struct engine *e, struct engine_task **out);
 void engine_stop(struct engine *e);
 
 #endif

@@ -14,9 +14,16 @@ struct report_view {
 	size_t top;                          /* groups to show; 0 = all */
 	const struct engine_window *window;  /* NULL in snapshot mode */
 	double window_seconds;
+	bool files;                          /* list files (fair dup shares), not groups */
+	bool bytes;                          /* text: raw byte counts, not human units */
 };
 
+/*
+ * Text: totals, per-filesystem totals, then the groups (or files).  CSV: a
+ * header line and the listed rows only, sizes in bytes (RFC 4180 quoting).
+ */
 void output_text(FILE *out, const struct report_view *v);
+void output_csv(FILE *out, const struct report_view *v);
 
 /* json-c, briefer. */
 struct json_object;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <fts.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,11 +82,39 @@ static bool inode_set_add(struct inode_set *s, uint64_t dev, uint64_t ino)
 
 struct mount_table {
 	size_t n;
-	struct { uint64_t id; uint32_t sb_dev; } *m;
+	struct { uint64_t id; uint32_t sb_dev; char *fstype, *mount; } *m;
 	/* st_dev answers so far: one statx (and ioctl) per filesystem or subvolume, not per file */
 	size_t ndevs;
 	struct dev_info { uint64_t st_dev; uint32_t sb_dev; uint64_t subvol; } *devs;
 };
+
+static void mount_table_clear(struct mount_table *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		free(t->m[i].fstype);
+		free(t->m[i].mount);
+	}
+	free(t->m);
+	t->m = NULL;
+	t->n = 0;
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = 0;
+}
 
 static void mount_table_load(struct mount_table *t)
 {
@@ -93,20 +122,26 @@ static void mount_table_load(struct mount_table *t)
 	char *line = NULL;
 	size_t len = 0;
 
-	free(t->m);
-	t->m = NULL;
-	t->n = 0;
+	mount_table_clear(t);
 	if (!f)
 		return;
 	while (getline(&line, &len, f) > 0) {
 		unsigned long long id, parent;
 		unsigned maj, min;
+		char mnt[4096], fstype[64] = "?";
+		const char *sep = strstr(line, " - ");
 
-		if (sscanf(line, "%llu %llu %u:%u", &id, &parent, &maj, &min) != 4)
+		/* id parent maj:min root mountpoint options [optional...] - fstype source super */
+		if (sscanf(line, "%llu %llu %u:%u %*s %4095s", &id, &parent, &maj, &min, mnt) != 5)
 			continue;
+		if (sep)
+			sscanf(sep + 3, "%63s", fstype);
+		unescape_octal(mnt);
 		t->m = xrealloc(t->m, t->n + 1, sizeof(*t->m));
 		t->m[t->n].id = id;
 		t->m[t->n].sb_dev = (maj << 20) | min;
+		t->m[t->n].fstype = xstrdup(fstype);
+		t->m[t->n].mount = xstrdup(mnt);
 		t->n++;
 	}
 	free(line);
@@ -590,10 +625,78 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	add_file(s, &f);
 }
 
+/* ---- the filter ---- */
+
+const char *scan_pattern_error(const char *pattern)
+{
+	const char *p;
+
+	if (!*pattern)
+		return "an empty pattern matches nothing";
+	if (pattern[0] == '/')
+		return "patterns match paths relative to each PATH (or names): drop the leading '/'";
+	for (p = pattern; *p; p++) {
+		if (*p == '\\' && !*++p)
+			return "a trailing '\\' escapes nothing";
+		if (*p == '[') {
+			const char *q = p + 1;
+
+			if (*q == '!' || *q == '^')
+				q++;
+			if (*q == ']')
+				q++;
+			while (*q && *q != ']')
+				q++;
+			if (!*q)
+				return "a '[' without its ']'";
+			p = q;
+		}
+	}
+	return NULL;
+}
+
+static bool matches_any(char *const *pats, size_t n, const char *rel, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fnmatch(pats[i], strchr(pats[i], '/') ? rel : name, strchr(pats[i], '/') ? FNM_PATHNAME : 0) == 0)
+			return true;
+	return false;
+}
+
+/* "b" of "a/b", "a/b/" and "b" */
+static const char *last_component(const char *path, char *buf, size_t len)
+{
+	size_t n = strlen(path);
+
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	snprintf(buf, len, "%.*s", (int)n, path);
+	return strrchr(buf, '/') && buf[1] ? strrchr(buf, '/') + 1 : buf;
+}
+
+/* Whether the walk takes this entry; `rel` is its path below the PATH given. */
+static bool filter_takes(const struct scan_filter *f, const FTSENT *e, const char *rel, bool file)
+{
+	/* a PATH given itself: fts names it as given, its name is the last component */
+	const char *name = e->fts_level ? e->fts_name : rel;
+
+	if (matches_any(f->exclude, f->nexclude, rel, name))
+		return false;
+	if (!file)
+		return true;
+	if (f->ninclude && !matches_any(f->include, f->ninclude, rel, name))
+		return false;
+	return (uint64_t)e->fts_statp->st_size >= f->min_size;
+}
+
 /* ---- the walk ---- */
 
 static void walk(struct scan *s, const struct scan_opts *o, char *path)
 {
+	/* fts names a child PATH/name, PATH's trailing '/' dropped */
+	size_t root_len = strlen(path) - (*path && path[strlen(path) - 1] == '/');
+	char name_buf[4096];
+	const char *top_name = last_component(path, name_buf, sizeof(name_buf));
 	char *argv[] = { path, NULL };
 	/* Physical walk: symlinks below the top are not followed, so no loops. */
 	int flags = FTS_PHYSICAL | FTS_COMFOLLOW | FTS_NOCHDIR | (o->one_fs ? FTS_XDEV : 0);
@@ -605,9 +708,16 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 		return;
 	}
 	while ((e = fts_read(fts))) {
+		const char *rel = e->fts_level ? e->fts_path + root_len + 1 : top_name;
+
 		switch (e->fts_info) {
 		case FTS_F:
-			scan_file(s, o, e->fts_path, e->fts_statp);
+			if (filter_takes(&o->filter, e, rel, true))
+				scan_file(s, o, e->fts_path, e->fts_statp);
+			break;
+		case FTS_D:
+			if (e->fts_level && !filter_takes(&o->filter, e, rel, false))
+				fts_set(fts, e, FTS_SKIP);
 			break;
 		case FTS_DEFAULT: /* FIFO, socket, device: named ones are bad input */
 			if (e->fts_level == 0)
@@ -626,6 +736,9 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 				skip(s, o, &s->skipped.missing, true, e->fts_path, "dangling symbolic link");
 			break;
 		case FTS_DNR:
+			if (e->fts_level && !filter_takes(&o->filter, e, rel, false))
+				break; /* excluded: never read */
+			/* fall through */
 		case FTS_ERR:
 			skip_errno(s, o, e->fts_path, e->fts_errno);
 			break;
@@ -667,6 +780,18 @@ void scan_residency(struct scan *s)
 	}
 }
 
+bool scan_fs_of(const struct scan *s, uint32_t sb_dev, const char **fstype, const char **mount)
+{
+	for (size_t i = 0; s->mounts && i < s->mounts->n; i++)
+		if (s->mounts->m[i].sb_dev == sb_dev) {
+			*fstype = s->mounts->m[i].fstype;
+			*mount = s->mounts->m[i].mount;
+			return true;
+		}
+	*fstype = *mount = "?";
+	return false;
+}
+
 struct extmap_input *scan_extmap_input(const struct scan *s)
 {
 	struct extmap_input *in = xcalloc(s->nfiles, sizeof(*in));
@@ -688,7 +813,7 @@ void scan_free(struct scan *s)
 		free(s->seen->slot);
 	free(s->seen);
 	if (s->mounts) {
-		free(s->mounts->m);
+		mount_table_clear(s->mounts);
 		free(s->mounts->devs);
 	}
 	free(s->mounts);

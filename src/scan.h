@@ -64,8 +64,30 @@ struct scan_reuse {
 	bool events_complete; /* ctime need not match */
 };
 
+/*
+ * Which files a walk takes (report --include/--exclude/--min-size), applied
+ * in the walk so that a snapshot and every rescan of a watch see one set.
+ * A pattern with a '/' matches the path relative to the PATH it was found
+ * under (fnmatch FNM_PATHNAME: '*' stops at '/'), one without matches the
+ * name alone.  Excluded directories are not descended; includes select
+ * files only (directories are always descended unless excluded).  A PATH
+ * given itself is walked whatever the patterns say when it is a directory,
+ * and filtered by its name when it is a file.
+ */
+struct scan_filter {
+	char *const *include; /* when any: a file must match one */
+	size_t ninclude;
+	char *const *exclude; /* a file or directory matching one is left out */
+	size_t nexclude;
+	uint64_t min_size;    /* files smaller than this are left out */
+};
+
+/* NULL, or why the pattern cannot be used (for a message). */
+const char *scan_pattern_error(const char *pattern);
+
 struct scan_opts {
 	bool one_fs;          /* -x: do not cross filesystems below a path */
+	struct scan_filter filter;
 	bool quiet;           /* no per-file messages */
 	bool no_sync;         /* leave dirty data alone: its extents may be pending */
 	const struct scan_reuse *reuse;
@@ -113,6 +135,13 @@ bool extent_pages(const struct fiemap_extent *e, uint64_t size, unsigned page_si
 		  struct page_run *run);
 /* Bytes of [0, size) in the extent when it is flagged shared. */
 uint64_t extent_shared_bytes(const struct fiemap_extent *e, uint64_t size);
+
+/*
+ * A filesystem's type and where it is mounted (its first mount in
+ * /proc/self/mountinfo), by superblock device; "?" when none is known.
+ * Valid until scan_free().
+ */
+bool scan_fs_of(const struct scan *s, uint32_t sb_dev, const char **fstype, const char **mount);
 
 /* Inputs for extmap_build() (the array is owned by the caller: free()). */
 struct extmap_input *scan_extmap_input(const struct scan *s);

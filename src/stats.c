@@ -17,6 +17,37 @@ static int cmp_group(const void *a, const void *b)
 	return strcmp(sort_scan->files[x->members[0]].path, sort_scan->files[y->members[0]].path);
 }
 
+static struct fs_stats *fs_of(struct dup_stats *st, uint32_t sb_dev)
+{
+	size_t i = 0;
+
+	while (i < st->nfs && st->fs[i].sb_dev < sb_dev)
+		i++;
+	if (i == st->nfs || st->fs[i].sb_dev != sb_dev) {
+		st->fs = xrealloc(st->fs, st->nfs + 1, sizeof(*st->fs));
+		memmove(&st->fs[i + 1], &st->fs[i], (st->nfs - i) * sizeof(*st->fs));
+		st->fs[i] = (struct fs_stats){ .sb_dev = sb_dev };
+		st->nfs++;
+	}
+	return &st->fs[i];
+}
+
+/* Per-filesystem totals; a group's duplicates are on its members' filesystem. */
+static void build_fs(const struct scan *s, struct dup_stats *st)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct fs_stats *fs = fs_of(st, s->files[i].sb_dev);
+
+		fs->files++;
+		fs->shared_bytes += s->files[i].shared_bytes;
+		fs->cached_bytes += st->file_cached_bytes[i];
+	}
+	for (size_t g = 0; g < st->ngroups; g++)
+		if (st->groups[g].files)
+			fs_of(st, s->files[st->groups[g].members[0]].sb_dev)->dup_bytes +=
+				st->groups[g].dup_bytes;
+}
+
 void stats_build(const struct scan *s, const struct extmap *m, const struct dup_counts *c,
 		 struct dup_stats *st)
 {
@@ -28,6 +59,7 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 	st->ngroups = m->ngroups;
 	st->groups = xcalloc(m->ngroups, sizeof(*st->groups));
 	st->file_cached_bytes = xcalloc(s->nfiles, sizeof(uint64_t));
+	st->file_dup_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
 	for (uint32_t g = 0; g < m->ngroups; g++) {
 		st->groups[g].id = g;
 		st->groups[g].members = xcalloc(1, sizeof(size_t));
@@ -50,6 +82,9 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 		gs->shared_bytes += f->shared_bytes;
 		gs->cached_bytes += c->file_resident[i] * P;
 	}
+	if (c->file_share)
+		memcpy(st->file_dup_share, c->file_share, s->nfiles * sizeof(uint64_t));
+	build_fs(s, st);
 	sort_scan = s;
 	qsort(st->groups, st->ngroups, sizeof(*st->groups), cmp_group);
 }
@@ -58,7 +93,8 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 {
 	uint32_t *copies = xcalloc(m->nslots, sizeof(uint32_t));
 	uint64_t *group_dup = xcalloc(m->ngroups, sizeof(uint64_t));
-	uint64_t *file_resident = xcalloc(s->nfiles, sizeof(uint64_t));
+	uint64_t *file_resident = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
+	uint64_t *file_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
 
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
@@ -81,7 +117,20 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 			if (copies[sr->slot + p] > 1)
 				group_dup[sr->group] += copies[sr->slot + p] - 1;
 	}
-	stats_build(s, m, &(struct dup_counts){ file_resident, group_dup }, st);
+	/* the fair shares: a second pass, once every copy is counted */
+	for (size_t i = 0; i < s->nfiles; i++) {
+		const struct scanned_file *f = &s->files[i];
+
+		for (uint32_t k = 0; f->resident && k < m->seg_count[i]; k++) {
+			const struct dc_segment *seg = &m->segs[m->seg_first[i] + k];
+
+			for (uint64_t p = 0; p < seg->npages; p++)
+				if (file_page_resident(f, seg->lpage + p))
+					file_share[i] += dup_share(s->page_size, copies[seg->slot + p]);
+		}
+	}
+	stats_build(s, m, &(struct dup_counts){ file_resident, group_dup, file_share }, st);
+	free(file_share);
 	free(copies);
 	free(group_dup);
 	free(file_resident);
@@ -93,5 +142,7 @@ void stats_free(struct dup_stats *st)
 		free(st->groups[g].members);
 	free(st->groups);
 	free(st->file_cached_bytes);
+	free(st->file_dup_share);
+	free(st->fs);
 	memset(st, 0, sizeof(*st));
 }

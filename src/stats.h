@@ -19,6 +19,15 @@ struct group_stats {
 	size_t *members;     /* indexes into scan->files */
 };
 
+/* One filesystem (superblock) of the scanned files; groups never span two. */
+struct fs_stats {
+	uint32_t sb_dev;     /* kernel encoding, as scanned_file.sb_dev */
+	uint64_t files;
+	uint64_t shared_bytes;
+	uint64_t cached_bytes;
+	uint64_t dup_bytes;
+};
+
 struct dup_stats {
 	unsigned page_size;
 	uint64_t files;
@@ -28,13 +37,28 @@ struct dup_stats {
 	struct group_stats *groups; /* sorted: most dup_bytes first */
 	size_t ngroups;
 	uint64_t *file_cached_bytes; /* per scan->files entry */
+	uint64_t *file_dup_share;    /* per scan->files entry: its fair share, bytes */
+	struct fs_stats *fs;         /* by sb_dev, ascending */
+	size_t nfs;
 };
 
 /* The counts, in pages, from which every figure is derived. */
 struct dup_counts {
 	const uint64_t *file_resident; /* per file */
 	const uint64_t *group_dup;     /* per extmap group */
+	const uint64_t *file_share;    /* per file, bytes (dup_share()); NULL: not wanted */
 };
+
+/*
+ * A file's fair share of the duplicate bytes: each resident copy of a
+ * physical page held c times carries (c - 1) / c of a page, rounded down
+ * per page, so the shares of all files add up to dup_bytes (less rounding).
+ * The one definition, for the engine's counts and the snapshot's.
+ */
+static inline uint64_t dup_share(uint64_t page_size, uint32_t copies)
+{
+	return copies < 2 ? 0 : page_size * (copies - 1) / copies;
+}
 
 void stats_build(const struct scan *s, const struct extmap *m, const struct dup_counts *c,
 		 struct dup_stats *out);

@@ -20,8 +20,8 @@
 #include "tracker.h"
 #include "util.h"
 
-enum by { BY_GROUP, BY_FILE, BY_CGROUP, BY_COUNT };
-static const char *const by_name[] = { "group", "file", "cgroup" };
+enum by { BY_GROUP, BY_FILE, BY_CGROUP, BY_PROCESS, BY_COUNT };
+static const char *const by_name[] = { "group", "file", "cgroup", "process" };
 
 /* Columns, in display order; the sort keys are their names. */
 enum col { C_DUP, C_CACHED, C_SHARED, C_ADDED, C_REMOVED, C_RECLAIMED, C_REFAULTS, C_NAME, C_COUNT };
@@ -34,6 +34,13 @@ struct row {
 	const char *name;             /* a path, or NULL for `label` */
 	char label[48];
 	size_t more;                  /* group rows: members besides `name` */
+	size_t file;                  /* group and file rows: the scan index of `name` */
+	uint32_t group;               /* group and file rows: extent map group, DC_NO_GROUP */
+	uint64_t cgroup_id;           /* cgroup rows: the kernel's id, 0 when unknown */
+	uint32_t pid;                 /* process rows: the tgid, DC_TASKS_FULL for the rest */
+	const char *comm;             /* process rows */
+	uint64_t dup_added;           /* process rows: duplicate copies its adds made, pages */
+	double dup_rate;              /* the same per second */
 	uint64_t dup, cached, shared; /* bytes; shared is -1 where it means nothing */
 	double rate[4];               /* added, removed, reclaimed, refaults: pages/s */
 	uint64_t count[4];            /* the same since start of row's counters */
@@ -68,21 +75,26 @@ struct prev {
 	uint64_t (*file)[4];
 	size_t nfiles;
 	uint64_t cgroup[DC_MAX_CGROUPS][4];
+	struct engine_task *tasks;    /* by tgid, with attribution (--by process) */
+	size_t ntasks;
 };
 
 static const char usage[] =
-	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup]\n"
+	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup|process]\n"
 	"                    [-b] [--frames COUNT] [--json] [-x] PATH...\n"
 	"  -d SECONDS     refresh interval (default 1)\n"
 	"  -s KEY         sort by dup, cached, shared, added, removed, reclaimed, refaults, name\n"
 	"  -r ROWS        rows to show (default: what fits; all in batch mode)\n"
-	"  --by WHAT      one row per sharing group (default), file or memory cgroup\n"
+	"  --by WHAT      one row per sharing group (default), file, memory cgroup, or process\n"
+	"                 (process: the readers that added duplicates; loads the attribution)\n"
 	"  -b             batch mode: plain text frames (the default when stdout is no terminal)\n"
 	"  --frames COUNT frames to print in batch or JSON mode, then exit (default: until ^C);\n"
 	"                 -n COUNT is the same\n"
 	"  --json         one JSON object per interval (JSON Lines)\n"
 	"  -x             stay on the filesystem of each PATH\n"
-	"keys: q quit, s/< > sort column, r reverse, g group/file/cgroup, p pause, h help\n";
+	"keys: q quit, s/< > sort column, r reverse, g group/file/cgroup, p pause, h help,\n"
+	"      Up/Down/PgUp/PgDn/Home/End select, Enter a group's files, Esc/Left back,\n"
+	"      / search, n next match, f or \\ filter, d delay\n";
 
 static int parse_opts(int argc, char **argv, struct top_opts *o)
 {
@@ -125,7 +137,7 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 			for (o->by = 0; o->by < BY_COUNT && strcmp(by_name[o->by], optarg); o->by++)
 				;
 			if (o->by == BY_COUNT) {
-				msg("top: --by takes group, file or cgroup, not '%s'", optarg);
+				msg("top: --by takes group, file, cgroup or process, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
@@ -145,6 +157,8 @@ static int parse_opts(int argc, char **argv, struct top_opts *o)
 		return usage_no_path("top");
 	if (!o->json && !isatty(STDOUT_FILENO))
 		o->batch = true;
+	/* the process view needs the engine's attribution, which costs only when loaded */
+	engine_attribute_tasks(o->by == BY_PROCESS);
 	return EXIT_OK;
 }
 
@@ -171,6 +185,23 @@ static void cgroup_counts(const struct dc_cgroup_stats *c, uint64_t out[4])
 	out[0] = c->added, out[1] = c->removed, out[2] = c->reclaimed, out[3] = c->refaults;
 }
 
+static int cmp_task(const void *a, const void *b)
+{
+	const struct engine_task *x = a, *y = b;
+
+	return x->tgid < y->tgid ? -1 : x->tgid > y->tgid;
+}
+
+static const struct engine_task *find_task(const struct prev *prev, uint32_t tgid)
+{
+	struct engine_task key = { .tgid = tgid };
+
+	return prev->ntasks ? bsearch(&key, prev->tasks, prev->ntasks, sizeof(key), cmp_task) : NULL;
+}
+
+/* Process rows' names ("PID COMM CGROUP"): valid until the next collect(). */
+static char (*task_names)[PATH_MAX + 64];
+
 static enum col sort_col;
 static bool sort_reverse;
 
@@ -182,6 +213,8 @@ static const char *row_name(const struct row *r)
 /* The name as shown: a group's first member and how many more. */
 static const char *row_title(const struct row *r, char *buf, size_t len)
 {
+	if (r->comm)
+		return row_name(r);
 	if (!r->more)
 		return row_name(r);
 	snprintf(buf, len, "%s (+%zu more)", row_name(r), r->more);
@@ -216,9 +249,12 @@ static int cmp_row(const void *a, const void *b)
 	return sort_reverse ? -d : d;
 }
 
-/* One frame's rows and header from the engine; rates against `prev`. */
-static struct row *collect(struct tracker *t, enum by by, struct prev *prev, struct header *h,
-			   size_t *nrows, long long started)
+/*
+ * One frame's rows and header from the engine; rates against `prev`.
+ * only_group (not DC_NO_GROUP): file rows of that group's members only.
+ */
+static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, struct prev *prev,
+			   struct header *h, size_t *nrows, long long started)
 {
 	const struct scan *s = &t->scan;
 	const struct extmap *m = &t->map;
@@ -226,12 +262,18 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	long long now = monotonic_ns();
 	double dt = (now - prev->at) / 1e9;
 	struct engine_sample es;
+	struct engine_task *tasks = NULL;
+	size_t ntasks;
 	uint64_t *file_share = NULL, *cgroup_share = NULL;
 	uint64_t counts[4];
 	struct row *rows = NULL;
 	size_t n = 0;
 
 	engine_sample(t->engine, &es);
+	/* every frame, whatever the view: the rates need the last frame's counts */
+	ntasks = engine_tasks(t->engine, &tasks);
+	if (ntasks)
+		qsort(tasks, ntasks, sizeof(*tasks), cmp_task);
 	/* Fair shares walk every shared page: only for the rows that show them. */
 	if (by != BY_GROUP) {
 		file_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
@@ -289,9 +331,14 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	case BY_FILE:
 		rows = xcalloc(s->nfiles, sizeof(*rows));
 		for (size_t i = 0; i < s->nfiles && i < es.nfiles; i++) {
-			struct row *r = &rows[n++];
+			struct row *r;
 
+			if (only_group != DC_NO_GROUP && m->file_group[i] != only_group)
+				continue;
+			r = &rows[n++];
 			r->name = s->files[i].path;
+			r->file = i;
+			r->group = m->file_group[i];
 			r->dup = file_share[i];
 			r->cached = engine_file_resident(&es.files[i]) * P;
 			r->shared = s->files[i].shared_bytes;
@@ -302,8 +349,11 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 	case BY_GROUP:
 		rows = xcalloc(m->ngroups, sizeof(*rows));
 		n = m->ngroups;
-		for (uint32_t g = 0; g < m->ngroups && g < es.ngroups; g++)
-			rows[g].dup = es.groups[g].dup * P;
+		for (uint32_t g = 0; g < m->ngroups; g++) {
+			rows[g].group = g;
+			if (g < es.ngroups)
+				rows[g].dup = es.groups[g].dup * P;
+		}
 		for (size_t i = 0; i < s->nfiles && i < es.nfiles; i++) {
 			uint32_t g = m->file_group[i];
 			uint64_t then[4];
@@ -312,9 +362,10 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			if (g == DC_NO_GROUP || g >= n)
 				continue;
 			r = &rows[g];
-			if (!r->name)
+			if (!r->name) {
 				r->name = s->files[i].path;
-			else
+				r->file = i;
+			} else
 				r->more++;
 			r->cached += engine_file_resident(&es.files[i]) * P;
 			r->shared += s->files[i].shared_bytes;
@@ -336,6 +387,8 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			if (!cg->added && !cg->removed && !engine_cgroup_resident(cg))
 				continue;
 			r = &rows[n++];
+			r->cgroup_id = c == DC_CGROUP_UNKNOWN ? 0 : cg->id;
+			r->group = DC_NO_GROUP;
 			if (c == DC_CGROUP_UNKNOWN)
 				snprintf(r->label, sizeof(r->label), "(cached before start)");
 			else if (path)
@@ -350,11 +403,50 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			set_rates(r, counts, prev->cgroup[c], dt);
 		}
 		break;
+	case BY_PROCESS:
+		rows = xcalloc(ntasks ? ntasks : 1, sizeof(*rows));
+		task_names = xrealloc(task_names, ntasks ? ntasks : 1, sizeof(*task_names));
+		for (size_t k = 0; k < ntasks; k++) {
+			const struct dc_task *x = &tasks[k].t;
+			const struct engine_task *old = find_task(prev, tasks[k].tgid);
+			uint64_t then[4] = { old ? old->t.added : 0 };
+			char cg[PATH_MAX];
+			const char *where;
+			struct row *r;
+
+			if (tasks[k].tgid == DC_TASKS_FULL && !x->added)
+				continue; /* the map never ran full */
+			r = &rows[n];
+			r->group = DC_NO_GROUP;
+			r->pid = tasks[k].tgid;
+			r->comm = x->comm;
+			r->cgroup_id = x->cgroup_id;
+			if (r->pid == DC_TASKS_FULL) {
+				snprintf(task_names[n], sizeof(task_names[n]),
+					 "(other processes: the task map was full)");
+			} else {
+				where = cgroup_of_pid(r->pid, cg, sizeof(cg));
+				snprintf(task_names[n], sizeof(task_names[n]), "%u %.16s %s", r->pid,
+					 x->comm, where ? where : "(exited)");
+			}
+			r->name = task_names[n];
+			n++;
+			r->dup = x->dup_added * P;
+			r->cached = x->added * P;
+			r->shared = (uint64_t)-1;
+			r->dup_added = x->dup_added;
+			r->dup_rate = per_s(x->dup_added, old ? old->t.dup_added : 0, dt);
+			set_rates(r, (uint64_t[4]){ x->added }, then, dt);
+		}
+		break;
 	default:
 		break;
 	}
 
 	/* Remember this frame's counters. */
+	free(prev->tasks);
+	prev->tasks = tasks;
+	prev->ntasks = ntasks;
 	prev->at = now;
 	prev->totals = es.totals;
 	for (size_t i = 0; i < es.nfiles && i < prev->nfiles; i++)
@@ -433,15 +525,58 @@ static void print_text(const struct header *h, const struct row *rows, size_t n,
 }
 
 
+/* The wall clock: RFC 3339 in UTC with milliseconds, and Unix seconds. */
+static void json_add_time(json_object *root)
+{
+	struct timespec ts;
+	struct tm tm;
+	char buf[64];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), ".%03ldZ", ts.tv_nsec / 1000000);
+	json_object_object_add(root, "time", json_object_new_string(buf));
+	json_add_double(root, "unix_time", ts.tv_sec + ts.tv_nsec / 1e9);
+}
+
+/* Ids that name a row across frames (see README: JSON Lines). */
+static void json_add_ids(json_object *j, const struct row *r, enum by by, const struct scan *s)
+{
+	if (by == BY_PROCESS) {
+		json_object_object_add(j, "pid", r->pid == DC_TASKS_FULL ? NULL
+							 : json_object_new_uint64(r->pid));
+		json_object_object_add(j, "comm", json_object_new_string(r->comm));
+		json_object_object_add(j, "cgroup_id", r->cgroup_id ? json_object_new_uint64(r->cgroup_id)
+								    : NULL);
+		json_add_u64(j, "dup_added", r->dup_added);
+		json_add_double(j, "dup_added_per_s", r->dup_rate);
+		return;
+	}
+	if (by == BY_CGROUP) {
+		json_object_object_add(j, "cgroup_id",
+				       r->cgroup_id ? json_object_new_uint64(r->cgroup_id) : NULL);
+		return;
+	}
+	json_object_object_add(j, "group_id",
+			       r->group == DC_NO_GROUP ? NULL : json_object_new_uint64(r->group));
+	json_object_object_add(j, "path", json_object_new_string(s->files[r->file].path));
+	json_add_u64(j, "dev", s->files[r->file].st_dev);
+	json_add_u64(j, "ino", s->files[r->file].ino);
+	if (by == BY_GROUP)
+		json_add_u64(j, "files", r->more + 1);
+}
+
 static void print_json(const struct header *h, const struct row *rows, size_t n,
-		       const struct top_opts *o, size_t page_size)
+		       const struct top_opts *o, const struct scan *s)
 {
 	json_object *root = json_object_new_object(), *jh = json_object_new_object();
 	json_object *jr = json_object_new_array(), *rec = json_object_new_object();
 
+	json_add_time(root);
 	json_add_double(root, "seconds", h->seconds);
 	json_object_object_add(root, "by", json_object_new_string(by_name[o->by]));
-	json_add_u64(root, "page_size", page_size);
+	json_add_u64(root, "page_size", s->page_size);
 	json_add_u64(jh, "page_cache_bytes", h->page_cache);
 	json_add_u64(jh, "files", h->files);
 	json_add_u64(jh, "groups", h->groups);
@@ -478,6 +613,7 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 		json_add_u64(j, "removed", r->count[1]);
 		json_add_u64(j, "reclaimed", r->count[2]);
 		json_add_u64(j, "refaults", r->count[3]);
+		json_add_ids(j, r, o->by, s);
 		json_object_array_add(jr, j);
 	}
 	json_object_object_add(root, "rows", jr);
@@ -488,64 +624,276 @@ static void print_json(const struct header *h, const struct row *rows, size_t n,
 
 /* ---- the screen ---- */
 
-static void draw(const struct header *h, const struct row *rows, size_t n, const struct top_opts *o,
-		 bool paused, bool help)
+/* What the screen shows besides the data: selection, search, filter, drill-down. */
+struct ui {
+	size_t sel, first;      /* selected row and first row shown, of the filtered rows */
+	char *sel_name;         /* the selected row's name: kept across refreshes and sorts */
+	char search[200];       /* last '/' text: n jumps to its next match */
+	char filter[200];       /* rows whose name holds this (any case); "" = all */
+	char *open;             /* Enter on a group: its first member's path; NULL = none */
+	char status[320];       /* a message on the bottom line until the next key */
+	bool paused, help, quit;
+	bool refresh;           /* new rows needed (grouping, drill-down, delay) */
+};
+
+static const char *const help_lines[] = {
+	"q quit   s or > next sort column   < previous sort column   r reverse",
+	"g rows by group / file / cgroup   p pause   h this help",
+	"Up/Down PgUp/PgDn Home/End select   Enter files of a group   Esc/Left/Backspace back",
+	"/ search   n next match   f or \\ filter names   d delay",
+};
+#define HELP_LINES (sizeof(help_lines) / sizeof(help_lines[0]))
+
+static bool row_matches(const struct row *r, const char *text)
 {
-	char lines[3][256], buf[PATH_MAX + 256];
+	char title[PATH_MAX + 32];
+
+	return strcasestr(row_title(r, title, sizeof(title)), text) != NULL;
+}
+
+/* Keeps the rows the filter lets through, in order. */
+static void filter_rows(struct row *rows, size_t *n, const char *filter)
+{
+	size_t k = 0;
+
+	if (!*filter)
+		return;
+	for (size_t i = 0; i < *n; i++)
+		if (row_matches(&rows[i], filter))
+			rows[k++] = rows[i];
+	*n = k;
+}
+
+/* The drill-down's group now (ids change with a rebuild), or DC_NO_GROUP. */
+static uint32_t open_group(const struct tracker *t, const struct ui *u)
+{
+	for (size_t i = 0; u->open && i < t->scan.nfiles; i++)
+		if (!strcmp(t->scan.files[i].path, u->open))
+			return t->map.file_group[i];
+	return DC_NO_GROUP;
+}
+
+/* Rows the screen has room for below the titles (the last line is the status line). */
+static size_t page_rows(const struct top_opts *o, const struct ui *u)
+{
+	int n = getmaxy(stdscr) - 6 - (u->help ? (int)HELP_LINES : 0) - 1;
+
+	if (n < 1)
+		n = 1;
+	return o->rows && o->rows < (uint64_t)n ? o->rows : (size_t)n;
+}
+
+static void select_row(struct ui *u, const struct row *rows, size_t n, size_t sel)
+{
+	u->sel = n ? (sel < n ? sel : n - 1) : 0;
+	free(u->sel_name);
+	u->sel_name = n ? xstrdup(row_name(&rows[u->sel])) : NULL;
+}
+
+/* After new rows or a new order: the selected row again, by name. */
+static void keep_selection(struct ui *u, const struct row *rows, size_t n)
+{
+	for (size_t i = 0; u->sel_name && i < n; i++)
+		if (!strcmp(row_name(&rows[i]), u->sel_name)) {
+			u->sel = i;
+			return;
+		}
+	select_row(u, rows, n, u->sel);
+}
+
+static void draw(const struct header *h, const struct row *rows, size_t n, const struct top_opts *o,
+		 struct ui *u)
+{
+	char lines[3][256], buf[PATH_MAX + 256], where[PATH_MAX + 64] = "", extra[600] = "";
+	size_t page = page_rows(o, u), shown = n;
 	int y = 0, maxy = getmaxy(stdscr);
 
+	if (o->rows && o->rows < shown)
+		shown = o->rows;
+	if (u->sel >= shown)
+		u->sel = shown ? shown - 1 : 0;
+	if (u->sel < u->first)
+		u->first = u->sel;
+	if (u->sel >= u->first + page)
+		u->first = u->sel - page + 1;
+	if (u->first + page > shown)
+		u->first = shown > page ? shown - page : 0;
 	erase();
 	format_header(h, lines);
 	for (int i = 0; i < 3; i++)
 		mvprintw(y++, 0, "%s", lines[i]);
-	mvprintw(y++, 0, "by %s, sort %s%s, every %.1f s%s   (h for help)", by_name[o->by],
-		 col_name[o->sort], o->reverse ? " reversed" : "", o->delay, paused ? ", PAUSED" : "");
+	if (u->open)
+		snprintf(where, sizeof(where), ": files of the group of %s", u->open);
+	if (*u->filter)
+		snprintf(extra, sizeof(extra), ", filter '%s'", u->filter);
+	if (shown > page)
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), ", rows %zu-%zu of %zu",
+			 u->first + 1, u->first + page < shown ? u->first + page : shown, shown);
+	mvprintw(y++, 0, "by %s%s, sort %s%s, every %.1f s%s%s   (h for help)", by_name[o->by], where,
+		 col_name[o->sort], o->reverse ? " reversed" : "", o->delay,
+		 u->paused ? ", PAUSED" : "", extra);
 	y++;
 	format_titles(buf, sizeof(buf));
 	attron(A_REVERSE);
 	mvprintw(y++, 0, "%-*s", COLS, buf);
 	attroff(A_REVERSE);
-	if (help) {
-		mvprintw(y++, 0, "q quit   s or > next sort column   < previous sort column   r reverse");
-		mvprintw(y++, 0, "g rows by group / file / cgroup   p pause   h this help");
-	}
-	for (size_t i = 0; i < n && y < maxy && (!o->rows || i < o->rows); i++) {
+	if (u->help)
+		for (size_t i = 0; i < HELP_LINES; i++)
+			mvprintw(y++, 0, "%s", help_lines[i]);
+	for (size_t i = u->first; i < shown && i < u->first + page && y < maxy - 1; i++) {
 		format_row(&rows[i], buf, sizeof(buf));
-		mvprintw(y++, 0, "%.*s", COLS, buf);
+		if (i == u->sel) { /* the selection: a bar the width of the screen */
+			attron(A_BOLD | A_REVERSE);
+			mvprintw(y++, 0, "%-*.*s", COLS, COLS, buf);
+			attroff(A_BOLD | A_REVERSE);
+		} else {
+			mvprintw(y++, 0, "%.*s", COLS, buf);
+		}
 	}
+	if (*u->status)
+		mvprintw(maxy - 1, 0, "%.*s", COLS, u->status);
 	refresh();
 }
 
-/* Keys; true when the view must be redrawn from fresh data. */
-static bool handle_key(int ch, struct top_opts *o, bool *paused, bool *help, bool *quit)
+/* A line typed on the bottom row (the frames wait meanwhile); false when empty. */
+static bool prompt(const char *label, char *buf, size_t len)
 {
+	int maxy = getmaxy(stdscr);
+
+	move(maxy - 1, 0);
+	clrtoeol();
+	mvprintw(maxy - 1, 0, "%s", label);
+	echo();
+	curs_set(1);
+	timeout(-1);
+	if (getnstr(buf, (int)len - 1) == ERR)
+		buf[0] = 0;
+	noecho();
+	curs_set(0);
+	return buf[0] != 0;
+}
+
+/* The next row after the selection (wrapping) whose name holds the text. */
+static void search_next(struct ui *u, const struct row *rows, size_t n)
+{
+	for (size_t k = 1; k <= n; k++) {
+		size_t i = (u->sel + k) % n;
+
+		if (row_matches(&rows[i], u->search)) {
+			select_row(u, rows, n, i);
+			return;
+		}
+	}
+	snprintf(u->status, sizeof(u->status), "no row matches '%s'", u->search);
+}
+
+/* One key; rows are the filtered, sorted rows shown. */
+static void handle_key(int ch, struct top_opts *o, struct ui *u, const struct row *rows, size_t n,
+		       long long *next)
+{
+	size_t page = page_rows(o, u);
+	char buf[200];
+
+	u->status[0] = 0;
 	switch (ch) {
 	case 'q':
-		*quit = true;
-		return false;
+		u->quit = true;
+		break;
 	case 's':
 	case '>':
 		o->sort = (o->sort + 1) % C_COUNT;
-		return true;
+		break;
 	case '<':
 		o->sort = (o->sort + C_COUNT - 1) % C_COUNT;
-		return true;
+		break;
 	case 'r':
 		o->reverse = !o->reverse;
-		return true;
+		break;
 	case 'g':
-		o->by = (o->by + 1) % BY_COUNT;
-		return true;
+		free(u->open);
+		u->open = NULL;
+		/* the process view only where the engine was loaded with attribution */
+		o->by = (o->by + 1) % (engine_attributes_tasks() ? BY_COUNT : BY_PROCESS);
+		u->refresh = true;
+		break;
 	case 'p':
-		*paused = !*paused;
-		return true;
+		u->paused = !u->paused;
+		u->refresh = !u->paused;
+		break;
 	case 'h':
-		*help = !*help;
-		return true;
-	case KEY_RESIZE:
-		return true;
+		u->help = !u->help;
+		break;
+	case KEY_UP:
+	case 'k':
+		select_row(u, rows, n, u->sel ? u->sel - 1 : 0);
+		break;
+	case KEY_DOWN:
+	case 'j':
+		select_row(u, rows, n, u->sel + 1);
+		break;
+	case KEY_PPAGE:
+		select_row(u, rows, n, u->sel > page ? u->sel - page : 0);
+		break;
+	case KEY_NPAGE:
+		select_row(u, rows, n, u->sel + page);
+		break;
+	case KEY_HOME:
+		select_row(u, rows, n, 0);
+		break;
+	case KEY_END:
+		select_row(u, rows, n, n ? n - 1 : 0);
+		break;
+	case '\n':
+	case '\r':
+	case KEY_ENTER:
+		if (o->by == BY_GROUP && !u->open && n) {
+			u->open = xstrdup(row_name(&rows[u->sel]));
+			u->refresh = true;
+			select_row(u, rows, 0, 0);
+		}
+		break;
+	case 27: /* Esc */
+	case KEY_LEFT:
+	case KEY_BACKSPACE:
+	case 127:
+	case '\b':
+		if (u->open) {
+			/* back on the group's row */
+			free(u->sel_name);
+			u->sel_name = u->open;
+			u->open = NULL;
+			u->refresh = true;
+		}
+		break;
+	case '/':
+		if (prompt("search: ", u->search, sizeof(u->search)))
+			search_next(u, rows, n);
+		break;
+	case 'n':
+		if (*u->search)
+			search_next(u, rows, n);
+		break;
+	case 'f':
+	case '\\':
+		prompt("filter (empty: none): ", u->filter, sizeof(u->filter));
+		u->refresh = true;
+		break;
+	case 'd':
+		if (prompt("delay (seconds, 0.1 to 3600): ", buf, sizeof(buf))) {
+			char *end;
+			double d = strtod(buf, &end);
+
+			if (*end || !(d >= 0.1 && d <= 3600)) {
+				snprintf(u->status, sizeof(u->status),
+					 "the delay is 0.1 to 3600 seconds, not '%s'", buf);
+			} else {
+				o->delay = d;
+				*next = monotonic_ns() + (long long)(d * 1e9);
+			}
+		}
+		break;
 	default:
-		return false;
+		break;
 	}
 }
 
@@ -557,7 +905,8 @@ int cmd_top(int argc, char **argv)
 	struct header h;
 	struct row *rows = NULL;
 	size_t nrows = 0;
-	bool screen, paused = false, help = false, quit = false;
+	struct ui u = { 0 };
+	bool screen;
 	long long started, next;
 	uint64_t frames = 0;
 	int ret = parse_opts(argc, argv, &o);
@@ -576,52 +925,67 @@ int cmd_top(int argc, char **argv)
 		cbreak();
 		noecho();
 		keypad(stdscr, TRUE);
+		set_escdelay(25); /* Esc alone: back from a group at once */
 		curs_set(0);
 	}
 	started = monotonic_ns();
 	prev.at = started;
 	prev.generation = (uint64_t)-1;
-	free(collect(&t, o.by, &prev, &h, &nrows, started)); /* baseline for rates */
+	free(collect(&t, o.by, DC_NO_GROUP, &prev, &h, &nrows, started)); /* baseline for rates */
 	next = started + (long long)(o.delay * 1e9);
-	while (!stop_signal && !quit) {
+	while (!stop_signal && !u.quit) {
 		long long now = monotonic_ns();
 		bool redraw = false;
 
 		ret = tracker_poll(&t, false);
 		if (ret)
 			break;
-		if (now >= next) {
-			next += (long long)(o.delay * 1e9);
-			if (next < now)
-				next = now + (long long)(o.delay * 1e9);
-			if (!paused) {
+		if (now >= next || u.refresh) {
+			if (now >= next) {
+				next += (long long)(o.delay * 1e9);
+				if (next < now)
+					next = now + (long long)(o.delay * 1e9);
+			}
+			if (!u.paused) {
+				uint32_t g = screen ? open_group(&t, &u) : DC_NO_GROUP;
+
+				if (u.open && g == DC_NO_GROUP) { /* the group is gone */
+					free(u.open);
+					u.open = NULL;
+				}
 				free(rows);
-				rows = collect(&t, o.by, &prev, &h, &nrows, started);
+				rows = collect(&t, u.open ? BY_FILE : o.by, g, &prev, &h, &nrows, started);
 				redraw = true;
 				if (!screen) {
 					sort_rows(rows, nrows, &o);
 					if (o.json)
-						print_json(&h, rows, nrows, &o, t.scan.page_size);
+						print_json(&h, rows, nrows, &o, &t.scan);
 					else
 						print_text(&h, rows, nrows, &o);
 					if (o.frames && ++frames >= o.frames)
 						break;
 				}
 			}
+			u.refresh = false;
 		}
 		if (screen) {
 			int ch;
 
+			if (rows && redraw) {
+				sort_rows(rows, nrows, &o);
+				filter_rows(rows, &nrows, u.filter);
+				keep_selection(&u, rows, nrows);
+			}
+			if (rows && redraw)
+				draw(&h, rows, nrows, &o, &u);
 			timeout(100);
 			ch = getch();
-			if (ch != ERR && handle_key(ch, &o, &paused, &help, &quit) && !paused) {
-				/* A new grouping needs new rows; the rest re-sorts what we have. */
-				free(rows);
-				rows = collect(&t, o.by, &prev, &h, &nrows, started);
-			}
-			if (rows && (redraw || ch != ERR)) {
+			if (ch != ERR && rows) {
+				handle_key(ch, &o, &u, rows, nrows, &next);
 				sort_rows(rows, nrows, &o);
-				draw(&h, rows, nrows, &o, paused, help);
+				keep_selection(&u, rows, nrows);
+				if (!u.refresh || u.paused)
+					draw(&h, rows, nrows, &o, &u);
 			}
 		} else {
 			nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
@@ -631,6 +995,10 @@ int cmd_top(int argc, char **argv)
 		endwin();
 	free(rows);
 	free(prev.file);
+	free(prev.tasks);
+	free(task_names);
+	free(u.sel_name);
+	free(u.open);
 	if (!ret && t.scan.input_lost)
 		ret = EXIT_PARTIAL;
 	tracker_stop(&t);

@@ -19,6 +19,8 @@ Definitions (P = page size):
   * dup_bytes = P * sum over physical pages of max(0, copies - 1);
   * cached_bytes = P * resident pages (mapped or not);
   * shared_bytes = bytes of [0, size) inside extents flagged SHARED;
+  * a file's dup share = sum over its resident mapped pages whose physical
+    page has c >= 2 copies of floor(P * (c - 1) / c);
   * a physical page is shared when >= 2 (file, page) pairs map to it; files
     mapping a common shared physical page are connected; groups are the
     connected components of the files with at least one such page.
@@ -334,6 +336,7 @@ def compute(paths, one_fs=False):
             skipped['no_fiemap'] += 1
         recs.append({
             'dev': fst.st_dev, 'ino': fst.st_ino, 'path': path,
+            'size': fst.st_size,
             'cached_bytes': P * res.count(),
             'shared_bytes': shared_bytes(ext, fst.st_size),
             'map': page_map(ext, fst.st_size, fs),
@@ -393,6 +396,15 @@ def compute(paths, one_fs=False):
         })
     groups.sort(key=lambda g: (-g['dup_bytes'], -g['cached_bytes'],
                                g['members'][0]['path']))
+    # a file's fair share: each resident copy of a physical page with c
+    # copies carries floor(P * (c - 1) / c) bytes
+    files = [{'path': r['path'], 'dev': r['dev'], 'ino': r['ino'],
+              'size': r['size'], 'cached_bytes': r['cached_bytes'],
+              'shared_bytes': r['shared_bytes'],
+              'dup_share_bytes': sum(P * (copies[pp] - 1) // copies[pp]
+                                     for i, pp in r['map'].items()
+                                     if r['res'][i] and copies[pp] >= 2)}
+             for r in recs]
     return {
         'page_size': P,
         'totals': {
@@ -402,6 +414,7 @@ def compute(paths, one_fs=False):
             'dup_bytes': P * sum(max(0, c - 1) for c in copies.values()),
         },
         'groups': groups,
+        'files': files,
         'skipped': skipped,
     }
 

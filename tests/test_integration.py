@@ -1596,6 +1596,258 @@ def t_usage():
             rc, err))
 
 
+# ---------------------------------------------------------------- report filters, --files, --csv
+
+def filter_tree(m):
+    """A tree for the filters: clones in a/ and skip/, .img and .log files,
+    a small one, a name with a comma and a quote (CSV quoting); partly
+    read.  Returns the files --include '*.img' --exclude skip
+    --min-size 1MiB --exclude 'a/tiny*' keep, sorted."""
+    for d in ('a', 'a/sub', 'skip', 'b'):
+        os.mkdir(os.path.join(m, d))
+    x = m + '/a/x.img'
+    make_file(x, 4 * MiB, seed=41)
+    for dst in ('a/sub/x2.img', 'skip/x3.img', 'b/x4.log', 'b/we,"ird".img'):
+        reflink(x, os.path.join(m, dst))
+    make_file(m + '/a/tiny.img', 64 << 10, seed=42)
+    reflink(m + '/a/tiny.img', m + '/b/tiny2.img')     # below --min-size
+    make_file(m + '/b/solo.img', 2 * MiB, seed=43)
+    cold(m)
+    for n in ('a/x.img', 'a/sub/x2.img', 'skip/x3.img', 'b/x4.log',
+              'b/solo.img', 'a/tiny.img', 'b/tiny2.img'):
+        read_range(os.path.join(m, n))
+    read_range(m + '/b/we,"ird".img', 0, 1 * MiB, exact=True)
+    return sorted([m + '/a/x.img', m + '/a/sub/x2.img', m + '/b/solo.img',
+                   m + '/b/we,"ird".img'])
+
+
+FILTERS = ['--include', '*.img', '--exclude', 'skip', '--min-size', '1MiB']
+
+
+def file_rows(rows, what):
+    """{(dev, ino): (path, size, cached, shared, dup share)}"""
+    t = {}
+    for r in rows:
+        key = (int(r['dev']), int(r['ino']))
+        check(key not in t, '%s: file %s listed twice' % (what, key))
+        t[key] = (r['path'], int(r['size']), int(r['cached_bytes']),
+                  int(r['shared_bytes']), int(r['dup_share_bytes']))
+    return t
+
+
+def compare_files(rows, want, what):
+    g, w = file_rows(rows, what), file_rows(want['files'], what + ' oracle')
+    diffs = ['%s: dupcache %s, oracle %s' % (k, g.get(k), w.get(k))
+             for k in sorted(set(g) | set(w)) if g.get(k) != w.get(k)]
+    check(not diffs, '%s: --files rows differ from the oracle:\n%s'
+          % (what, '\n'.join(diffs[:12])))
+    # listed by share, then cached, then path
+    order = [(-r['dup_share_bytes'], -r['cached_bytes'], r['path'])
+             for r in rows]
+    check(order == sorted(order), '%s: --files rows out of order' % what)
+
+
+def filter_test(fs, m):
+    keep = filter_tree(m)
+    want = oracle.compute(keep)
+    check(want['totals']['files'] == 4 and want['totals']['dup_bytes'] > 0,
+          'oracle of the filtered set: %s' % want['totals'])
+    # dupcache on the whole tree with the filters = the oracle on the files
+    # they keep; the oracle is given the files one by one
+    got, _ = snapshot([m], ['--files'] + FILTERS)
+    oracle_stable(keep, want, 'filtered snapshot')
+    compare(got, want, 'filtered snapshot')
+    compare_files(got['files'], want, 'filtered snapshot')
+    check(sum(f['dup_share_bytes'] for f in got['files'])
+          <= got['totals']['dup_bytes'],
+          'shares add up past dup_bytes')
+    # the same set from a NUL-separated list on stdin and in a file
+    lst = m + '/../list0'
+    with open(lst, 'wb') as f:
+        f.write(b'\0'.join(p.encode() for p in keep) + b'\0')
+    got0, _ = snapshot([], ['--files', '--files0-from', lst])
+    compare(got0, want, '--files0-from FILE')
+    compare_files(got0['files'], want, '--files0-from FILE')
+    p = spawn([BIN, 'report', '--json', '-n', '0', '--files0-from', '-'],
+              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE)
+    out, err = p.communicate(b'\0'.join(x.encode() for x in keep),
+                             timeout=60)
+    check(p.returncode == 0, '--files0-from - exited %d: %r'
+          % (p.returncode, err))
+    compare(json.loads(out), want, '--files0-from -')
+    # --watch applies the same filters in the scan
+    w = Watch([m], 1, ['--files'] + FILTERS)
+    w.wait_ready()
+    j = w.finish()
+    oracle_stable(keep, want, 'filtered --watch')
+    compare(j, want, 'filtered --watch')
+    compare_files(j['files'], want, 'filtered --watch')
+    # a pattern with '/' matches the path below PATH: 'a/sub' prunes one
+    # directory, not b/sub-anything; 'sub' alone would match the name
+    got, _ = snapshot([m], ['--exclude', 'a/sub', '--exclude', 'skip',
+                            '--include', '*.img', '--min-size', '1M'])
+    compare(got, oracle.compute([k for k in keep if '/sub/' not in k]),
+            '--exclude a/sub')
+    # CSV: the --files rows and the group rows, parsed by python's csv
+    import csv
+    import io
+    rc, out, err = run_tool(['report', '--csv', '--files'] + FILTERS + [m])
+    check(rc == 0, '--csv --files exited %d: %r' % (rc, err))
+    rows = list(csv.DictReader(io.StringIO(out, newline='')))
+    check(out.splitlines()[0] == 'path,dev,ino,size,cached_bytes,'
+          'shared_bytes,dup_share_bytes,group', 'CSV header %r'
+          % out.splitlines()[0])
+    compare_files([dict(r, dup_share_bytes=int(r['dup_share_bytes']),
+                        cached_bytes=int(r['cached_bytes']))
+                   for r in rows], want, '--csv --files')
+    check(any(r['path'].endswith('/b/we,"ird".img') for r in rows),
+          'CSV lost the quoted name: %r' % [r['path'] for r in rows])
+    rc, out, err = run_tool(['report', '--csv', '-n', '0'] + FILTERS + [m])
+    check(rc == 0, '--csv exited %d: %r' % (rc, err))
+    grows = list(csv.DictReader(io.StringIO(out, newline='')))
+    gw = sorted((g['files'], g['shared_bytes'], g['cached_bytes'],
+                 g['dup_bytes']) for g in want['groups'])
+    gg = sorted((int(r['files']), int(r['shared_bytes']),
+                 int(r['cached_bytes']), int(r['dup_bytes'])) for r in grows)
+    check(gg == gw, '--csv groups %s, oracle %s' % (gg, gw))
+    check([int(r['group']) for r in grows] == list(range(1, len(grows) + 1)),
+          'CSV group ranks %r' % [r['group'] for r in grows])
+    # --bytes: the text's figures are the oracle's, in bytes
+    rc, out, err = run_tool(['report', '--bytes', '--files'] + FILTERS + [m])
+    check(rc == 0, '--bytes exited %d: %r' % (rc, err))
+    t = want['totals']
+    for label, k in (('cached', 'cached_bytes'), ('shared', 'shared_bytes'),
+                     ('duplicate', 'dup_bytes')):
+        check(re.search(r'^  %s\s+%d\s' % (label, t[k]), out, re.M),
+              '--bytes: no "%s %d" line in %r' % (label, t[k], out))
+    for f in want['files']:
+        check(re.search(r'^ +%d +%d +%d +%d  %s$' % (
+            f['size'], f['cached_bytes'], f['shared_bytes'],
+            f['dup_share_bytes'], re.escape(f['path'])), out, re.M),
+              '--bytes: no row for %s in %r' % (f, out))
+
+
+@test('report_filters_xfs')
+def t_filters_xfs():
+    with LoopFs('xfs') as m:
+        filter_test(None, m)
+
+
+@test('report_filters_btrfs')
+def t_filters_btrfs():
+    with LoopFs('btrfs') as m:
+        filter_test(None, m)
+
+
+@test('report_filesystems')
+def t_report_filesystems():
+    with LoopFs('xfs') as mx, LoopFs('btrfs') as mb:
+        for m, seed in ((mx, 51), (mb, 52)):
+            a = m + '/a'
+            make_file(a, 4 * MiB, seed=seed)
+            reflink(a, m + '/b')
+            reflink(a, m + '/c')
+            make_file(m + '/d', 1 * MiB, seed=seed + 10)
+        cold(mx)
+        cold(mb)
+        read_range(mx + '/a')
+        read_range(mx + '/b')
+        read_range(mb + '/a')
+        read_range(mb + '/b', 0, 2 * MiB, exact=True)
+        read_range(mb + '/c', 1 * MiB, 2 * MiB, exact=True)
+        read_range(mb + '/d')
+        want = {'xfs': oracle.compute([mx]), 'btrfs': oracle.compute([mb])}
+        got, _ = snapshot([mx, mb])
+        oracle_stable([mx], want['xfs'], 'xfs')
+        oracle_stable([mb], want['btrfs'], 'btrfs')
+        fss = got.get('filesystems')
+        check(isinstance(fss, list) and len(fss) == 2,
+              'filesystems: %r' % fss)
+        keys = ('files', 'shared_bytes', 'cached_bytes', 'dup_bytes')
+        for f in fss:
+            check(f['fstype'] in want, 'fstype %r' % f['fstype'])
+            w = want[f['fstype']]['totals']
+            check(f['mount'] == {'xfs': mx, 'btrfs': mb}[f['fstype']],
+                  '%s mount %r' % (f['fstype'], f['mount']))
+            check(all(f[k] == w[k] for k in keys),
+                  '%s totals %s, oracle %s' % (f['fstype'], f, w))
+        check(want['xfs']['totals']['dup_bytes'] == 4 * MiB and
+              want['btrfs']['totals']['dup_bytes'] == 4 * MiB,
+              'scenario: %s' % {k: v['totals'] for k, v in want.items()})
+        # the text's per-filesystem rows, in bytes
+        rc, out, err = run_tool(['report', '--bytes', mx, mb])
+        check(rc == 0, 'report --bytes exited %d: %r' % (rc, err))
+        for t, m in (('xfs', mx), ('btrfs', mb)):
+            w = want[t]['totals']
+            check(re.search(r'^  %s +\d+:\d+ +%d +%d +%d +%d  %s$' % (
+                t, w['files'], w['shared_bytes'], w['cached_bytes'],
+                w['dup_bytes'], re.escape(m)), out, re.M),
+                  'no %s row with %s in %r' % (t, w, out))
+
+
+@test('report_filter_errors')
+def t_filter_errors():
+    with LoopFs('xfs') as m:
+        two_clones(m)
+        for args, rc_want, says in (
+                (['--files0-from', m + '/no-such-list'], 2, 'no-such-list'),
+                (['--files0-from', m + '/a', m], 2, 'with --files0-from'),
+                (['--include', '/abs/*.img', m], 2, "leading '/'"),
+                (['--exclude', '[ab', m], 2, "'['"),
+                (['--include', '', m], 2, 'empty pattern'),
+                (['--min-size', '12Q', m], 2, '--min-size'),
+                (['--min-size', '', m], 2, '--min-size'),
+                (['--json', '--csv', m], 2, 'exclude each other')):
+            rc, out, err = run_tool(['report'] + args, timeout=20)
+            check(rc == rc_want and says in err,
+                  '%r exited %d (want %d), stderr=%r (want %r)'
+                  % (args, rc, rc_want, err, says))
+            check_errlines(err, rc, repr(args))
+        # an empty name in the list is said and skipped: exit 3, the rest
+        # is reported
+        lst = m + '/../list0'
+        with open(lst, 'wb') as f:
+            f.write(b'\0'.join([(m + '/a').encode(), b'', (m + '/b').encode()]))
+        rc, out, err = run_tool(['report', '--json', '--files0-from', lst])
+        check(rc == 3 and 'empty file name' in err,
+              'empty name: exit %d, %r' % (rc, err))
+        compare(json.loads(out), oracle.compute([m + '/a', m + '/b']),
+                'list with an empty name')
+        with open(lst, 'wb') as f:
+            pass
+        rc, out, err = run_tool(['report', '--files0-from', lst])
+        check(rc == 2 and 'names no file' in err,
+              'empty list: exit %d, %r' % (rc, err))
+
+
+@test('man_report_top', needs_bin=False)
+def t_man_pages():
+    """docs/man/dupcache-report.1 and dupcache-top.1 render without a warning
+    (groff -ww), and name every option the commands' --help lists."""
+    if not shutil.which('groff'):
+        raise Skip('groff missing')
+    for cmd in ('report', 'top'):
+        page = os.path.join(HERE, '..', 'docs', 'man', 'dupcache-%s.1' % cmd)
+        r = subprocess.run(['groff', '-man', '-ww', '-z', page],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        check(r.returncode == 0 and not r.stderr,
+              '%s: groff -ww: rc %d %r' % (page, r.returncode, r.stderr))
+        if ORACLE_ONLY:
+            continue
+        r = subprocess.run(['groff', '-man', '-ww', '-Tutf8', '-P', '-cbou',
+                            page], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        check(not r.stderr, '%s: groff -Tutf8: %r' % (page, r.stderr))
+        text = r.stdout.decode()
+        text = text.replace('\u2010', '-').replace('\u2212', '-')
+        usage = subprocess.run([BIN, cmd, '--help'],
+                               stdout=subprocess.PIPE).stdout.decode()
+        missing = sorted(o for o in set(re.findall(r'--[a-z][a-z0-9-]+', usage))
+                         if o not in text)
+        check(not missing, '%s does not document %s' % (page, missing))
+
+
 # ---------------------------------------------------------------- oracle
 
 @test('oracle_fincore_xfs', needs_bin=False)

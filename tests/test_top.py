@@ -401,7 +401,10 @@ H2 = re.compile(r'^Reclaim: kswapd wakes [\d.]+/s, direct stalls [\d.]+/s '
                 r'\([\d.]+ ms\), cgroup stalls [\d.]+/s \([\d.]+ ms\), '
                 r'pages reclaimed \d+/s$')
 HELP = ['q quit   s or > next sort column   < previous sort column   r reverse',
-        'g rows by group / file / cgroup   p pause   h this help']
+        'g rows by group / file / cgroup   p pause   h this help',
+        'Up/Down PgUp/PgDn Home/End select   Enter files of a group   '
+        'Esc/Left/Backspace back',
+        '/ search   n next match   f or \\ filter names   d delay']
 
 
 def parse_row(line):
@@ -489,7 +492,8 @@ def check_text_files(where, rows, fr):
 
 # ---------------------------------------------------------------- JSON
 
-TOP_KEYS = {'seconds', 'by', 'page_size', 'totals', 'reclaim', 'rows'}
+TOP_KEYS = {'time', 'unix_time', 'seconds', 'by', 'page_size', 'totals',
+            'reclaim', 'rows'}
 TOTAL_KEYS = {'page_cache_bytes', 'files', 'groups', 'shared_bytes',
               'cached_bytes', 'dup_bytes', 'untracked_files', 'cgroups_full_pages'}
 RECLAIM_KEYS = {'kswapd_wakes_per_s', 'direct_stalls_per_s',
@@ -498,6 +502,12 @@ RECLAIM_KEYS = {'kswapd_wakes_per_s', 'direct_stalls_per_s',
 ROW_KEYS = {'name', 'dup_bytes', 'cached_bytes', 'shared_bytes',
             'added_per_s', 'removed_per_s', 'reclaimed_per_s',
             'refaults_per_s', 'added', 'removed', 'reclaimed', 'refaults'}
+# the ids that name a row across frames
+ID_KEYS = {'group': {'group_id', 'path', 'dev', 'ino', 'files'},
+           'file': {'group_id', 'path', 'dev', 'ino'},
+           'cgroup': {'cgroup_id'},
+           'process': {'pid', 'comm', 'cgroup_id', 'dup_added',
+                       'dup_added_per_s'}}
 
 
 def check_json_shape(where, fr, by):
@@ -511,10 +521,59 @@ def check_json_shape(where, fr, by):
           '%s: maps full? %s' % (where, fr['totals']))
     check(set(fr['reclaim']) == RECLAIM_KEYS,
           '%s: reclaim keys %s' % (where, sorted(fr['reclaim'])))
-    want = ROW_KEYS - ({'shared_bytes'} if by == 'cgroup' else set())
+    want = (ROW_KEYS - ({'shared_bytes'} if by in ('cgroup', 'process')
+                        else set())) | \
+        ID_KEYS[by]
     for r in fr['rows']:
         check(set(r) == want, '%s: row keys %s, want %s' % (
             where, sorted(r), sorted(want)))
+    check_json_time(where, fr)
+    check_json_ids(where, fr, by)
+
+
+def check_json_time(where, fr):
+    """time: RFC 3339 UTC, and unix_time the same instant, both within a
+    few seconds of our own clock."""
+    import datetime
+    m = re.match(r'^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$', fr['time'])
+    check(m, '%s: time %r is not RFC 3339 UTC with ms' % (where, fr['time']))
+    t = datetime.datetime.strptime(m.group(1), '%Y-%m-%dT%H:%M:%S').replace(
+        tzinfo=datetime.timezone.utc).timestamp() + int(m.group(2)) / 1000
+    check(abs(t - fr['unix_time']) < 0.002,
+          '%s: time %s and unix_time %s differ' % (where, fr['time'],
+                                                   fr['unix_time']))
+    check(abs(time.time() - fr['unix_time']) < 30,
+          '%s: unix_time %s, now %s' % (where, fr['unix_time'], time.time()))
+
+
+def check_json_ids(where, fr, by):
+    """dev/ino name the row's path (the group's first member); a group's
+    group_id is unique, a file's is its group's."""
+    for r in fr['rows']:
+        if by == 'process':
+            continue
+        if by == 'cgroup':
+            check(r['cgroup_id'] is None if r['name'] == '(cached before start)'
+                  else isinstance(r['cgroup_id'], int) and r['cgroup_id'] > 0,
+                  '%s: cgroup row %s cgroup_id %r' % (where, r['name'],
+                                                     r['cgroup_id']))
+            continue
+        st = os.stat(r['path'])
+        check((st.st_dev, st.st_ino) == (r['dev'], r['ino']),
+              '%s: row %s: dev/ino %s/%s are not %s\'s' % (
+                  where, r['name'], r['dev'], r['ino'], r['path']))
+        check(r['name'].startswith(r['path']), '%s: name %r, path %r' % (
+            where, r['name'], r['path']))
+        if by == 'group':
+            check(isinstance(r['group_id'], int) and r['files'] ==
+                  1 + int((re.findall(r' \(\+(\d+) more\)$', r['name'])
+                           or ['0'])[0]),
+                  '%s: group row %s: group_id %r files %r' % (
+                      where, r['name'], r['group_id'], r['files']))
+    if by == 'group':
+        ids = [r['group_id'] for r in fr['rows']]
+        check(len(set(ids)) == len(ids), '%s: group ids repeat: %s'
+              % (where, ids))
 
 
 def check_json_totals(where, fr, ora):
@@ -828,6 +887,349 @@ def t_tty():
         tmux.kill()
 
 
+# ---------------------------------------------------------------- 1b. tty keys
+
+SGR = re.compile(r'\x1b\[([0-9;]*)m')
+
+
+def reverse_lines(text):
+    """Per line of `capture-pane -e` output: (drawn in reverse video at its
+    first character, the text).  tmux writes attribute changes only, so
+    the state carries from line to line."""
+    rev, out = False, []
+    for line in text.split('\n'):
+        at_first, pos = None, 0
+        for m in SGR.finditer(line):
+            if at_first is None and m.start() > pos:
+                at_first = rev
+            for code in (m.group(1) or '0').split(';'):
+                if code in ('0', ''):
+                    rev = False
+                elif code == '7':
+                    rev = True
+                elif code == '27':
+                    rev = False
+            pos = m.end()
+        if at_first is None:
+            at_first = rev
+        out.append((at_first, SGR.sub('', line).rstrip()))
+    return out
+
+
+def selected_name(tmux):
+    """The name of the row drawn in reverse video below the titles."""
+    lines = reverse_lines(tmux.tm('capture-pane', '-p', '-e', '-t', 'top'))
+    sel = [t for r, t in lines[6:] if r and t]
+    check(len(sel) == 1, 'want one selected row, got %r' % sel)
+    return parse_row(sel[0])['name']
+
+
+def wait_selected(tmux, name, what, timeout=5):
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            got = selected_name(tmux)
+        except Fail as e:
+            got = str(e)
+        if got == name:
+            return
+        if time.monotonic() > end:
+            raise Fail('%s: selected %r, want %r' % (what, got, name))
+        time.sleep(0.1)
+
+
+def check_visible(where, rows, want, ora):
+    """The rows shown are want (names, in order), with the oracle's figures."""
+    names = [r['name'] for r in rows]
+    check(names == want, '%s: rows %s, want %s' % (where, names, want))
+    groups = {group_name(g): g for g in ora['groups']}
+    for r in rows:
+        g = groups[r['name']]
+        for k in ('dup', 'cached', 'shared'):
+            check(r[k] == human(g[k + '_bytes']),
+                  '%s: group %s %s is %r, oracle %s' % (
+                      where, r['name'], k, r[k], mib(g[k + '_bytes'])))
+
+
+@test('tty_keys_xfs')
+def t_tty_keys():
+    """More groups than rows: scrolling, search, filter, drill-down, delay."""
+    if not shutil.which('tmux'):
+        raise Skip('tmux missing')
+    tmux = Tmux()
+    try:
+        with prepared('xfs') as mnt:
+            make_file(mnt + '/big1', 4 * MiB, seed=7)
+            for n in ('big2', 'big3', 'big4'):
+                reflink(mnt + '/big1', mnt + '/' + n)
+            for k in range(30):
+                a = '%s/g%02da' % (mnt, k)
+                make_file(a, (k + 1) * 64 * 1024, seed=100 + k)
+                reflink(a, '%s/g%02db' % (mnt, k))
+            cold(mnt)
+            read_range(mnt + '/big1')
+            read_range(mnt + '/big2')
+            read_range(mnt + '/big3', 0, 2 * MiB, exact=True)
+            for k in range(30):
+                read_range('%s/g%02da' % (mnt, k))
+                read_range('%s/g%02db' % (mnt, k))
+            rcfile = os.path.join(os.path.dirname(mnt), 'top.rc')
+            # 24 lines: 6 above the rows, the status line below: 17 rows
+            tmux.new("'%s' top -d 0.5 '%s'; echo $? > '%s'" % (
+                BIN, mnt, rcfile), 160, 24)
+            page = 17
+            tmux.wait_for(lambda s: s[3].startswith('by group'),
+                          'the first frame', timeout=15)
+
+            def look():
+                time.sleep(1.3)
+                return tmux.screen()
+            ora, fa, scr = settle(mnt, look)
+            order = [group_name(g) for g in ora['groups']]   # by dup, name
+            n = len(order)
+            check(n == 31, 'oracle: %d groups' % n)
+            hdr, line, _, rows = screen_rows(scr)
+            check_text_frame('keys: first screen', hdr, rows, ora)
+            check(line.rstrip() == mode('group', 'dup')[:-len(
+                '   (h for help)')] + ', rows 1-%d of %d   (h for help)'
+                % (page, n), 'mode line %r' % line)
+            check_visible('first screen', rows, order[:page], ora)
+            check(selected_name(tmux) == order[0], 'selection starts on '
+                  'the first row: %r' % selected_name(tmux))
+
+            def at(sel, first, what):
+                want_line = 'rows %d-%d of %d' % (first + 1,
+                                                  min(first + page, n), n)
+                scr = tmux.wait_for(lambda s: want_line in s[3],
+                                    '%r after %s' % (want_line, what))
+                check_visible(what, screen_rows(scr)[3],
+                              order[first:first + page], ora)
+                got = selected_name(tmux)
+                check(got == order[sel], '%s: selected %r, want %r (row %d)'
+                      % (what, got, order[sel], sel))
+
+            for _ in range(3):
+                tmux.keys('Down')
+            at(3, 0, '3 x Down')
+            tmux.keys('End')
+            at(n - 1, n - page, 'End')
+            tmux.keys('Up')
+            at(n - 2, n - page, 'End Up')
+            tmux.keys('Home')
+            at(0, 0, 'Home')
+            tmux.keys('NPage')
+            at(page, 1, 'PgDn')
+            tmux.keys('NPage')
+            at(n - 1, n - page, 'PgDn PgDn')
+            tmux.keys('PPage')
+            at(n - 1 - page, n - 1 - page, 'PgUp')
+
+            # / search: the next row after the selection whose name holds it
+            def next_match(sel, text):
+                for k in range(1, n + 1):
+                    i = (sel + k) % n
+                    if text.lower() in order[i].lower():
+                        return i
+            sel = n - 1 - page
+            tmux.keys('/')
+            tmux.wait_for(lambda s: any(x.startswith('search:')
+                                        for x in s[-2:]), 'the search prompt')
+            tmux.tm('send-keys', '-t', 'top', '-l', '/G1')
+            tmux.keys('Enter')
+            sel = next_match(sel, '/g1')
+            wait_selected(tmux, order[sel], 'search /G1')
+            for _ in range(3):
+                tmux.keys('n')
+                sel = next_match(sel, '/g1')
+                wait_selected(tmux, order[sel], 'n')
+
+            # filter: rows whose name holds /g2, the selection kept if shown
+            tmux.keys('f')
+            time.sleep(0.2)
+            tmux.tm('send-keys', '-t', 'top', '-l', '/g2')
+            tmux.keys('Enter')
+            want = [x for x in order if '/g2' in x]
+            scr = tmux.wait_for(lambda s: "filter '/g2'" in s[3],
+                                'the filter in the mode line')
+            scr = tmux.wait_for(lambda s: len(screen_rows(s)[3]) == len(want),
+                                '%d filtered rows' % len(want))
+            check_visible('filter /g2', screen_rows(scr)[3], want, ora)
+            check('rows ' not in scr[3], 'all filtered rows fit: %r' % scr[3])
+            tmux.keys('\\')
+            time.sleep(0.2)
+            tmux.keys('Enter')
+            tmux.wait_for(lambda s: 'filter' not in s[3] and 'rows ' in s[3],
+                          'the filter gone')
+
+            # Enter on the first group: its files, with their fair shares
+            tmux.keys('Home')
+            time.sleep(0.3)
+            tmux.keys('Enter')
+            scr = tmux.wait_for(lambda s: s[3].startswith(
+                'by group: files of the group of %s/big1,' % mnt),
+                'the group\'s files after Enter')
+            rows = screen_rows(scr)[3]
+            members = {p: fa[p] for p in fa if '/big' in p}
+            check_text_files('files of big1', rows, members)
+            check(not _soft, '; '.join(_soft))
+            want = sorted(members, key=lambda p: (-members[p]['dup'], p))
+            check([r['name'] for r in rows] == want, 'files of big1: %s, '
+                  'want %s' % ([r['name'] for r in rows], want))
+            tmux.keys('Escape')
+            scr = tmux.wait_for(lambda s: s[3].startswith('by group, '),
+                                'the groups again after Esc')
+            wait_selected(tmux, order[0], 'Esc')
+            tmux.keys('Enter')
+            tmux.wait_for(lambda s: s[3].startswith('by group: files'),
+                          'the files again')
+            tmux.keys('Left')
+            tmux.wait_for(lambda s: s[3].startswith('by group, '),
+                          'the groups again after Left')
+
+            # d: a new delay; a bad one is said and changes nothing
+            tmux.keys('d')
+            time.sleep(0.2)
+            tmux.tm('send-keys', '-t', 'top', '-l', 'abc')
+            tmux.keys('Enter')
+            tmux.wait_for(lambda s: "the delay is 0.1 to 3600 seconds, not "
+                          "'abc'" in s[-1] or "not 'abc'" in s[-2],
+                          'the bad delay said')
+            check('every 0.5 s' in tmux.screen()[3], 'delay changed by abc')
+            tmux.keys('d')
+            time.sleep(0.2)
+            tmux.tm('send-keys', '-t', 'top', '-l', '2')
+            tmux.keys('Enter')
+            scr = tmux.wait_for(lambda s: 'every 2.0 s' in s[3],
+                                '"every 2.0 s" after d 2')
+            t0 = parse_header(scr[0:3])['seconds']
+            time.sleep(1.0)
+            t1 = parse_header(tmux.screen()[0:3])['seconds']
+            scr = tmux.wait_for(lambda s: parse_header(s[0:3])['seconds']
+                                >= t0 + 2, 'a frame 2 s later', timeout=6)
+            check(t1 <= t0 + 1, 'frames still every 0.5 s: %d -> %d'
+                  % (t0, t1))
+
+            tmux.keys('q')
+            end = time.monotonic() + 5
+            while tmux.alive() and time.monotonic() < end:
+                time.sleep(0.1)
+            check(not tmux.alive(), 'session still there 5 s after q')
+            with open(rcfile) as f:
+                check(f.read().strip() == '0', 'exit status after q')
+    finally:
+        tmux.kill()
+
+
+# ---------------------------------------------------------------- 1c. process view
+
+def held_maps(pid):
+    """{name: max_entries} of the BPF maps a process holds (fdinfo map_id)."""
+    ids = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+                ids.update(int(ln.split()[1]) for ln in f
+                           if ln.startswith('map_id:'))
+        except OSError:
+            pass
+    out = {}
+    for i in ids:
+        r = subprocess.run(['bpftool', '-j', 'map', 'show', 'id', str(i)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if r.returncode == 0:
+            j = json.loads(r.stdout)
+            out[j.get('name', '')] = j['max_entries']
+    return out
+
+
+READER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # no readahead: only the range
+off, end = int(sys.argv[2]), int(sys.argv[3])
+while off < end:
+    off += len(os.pread(fd, min(1 << 20, end - off), off))
+print('read', flush=True)
+sys.stdin.read()                                    # stay alive until told
+"""
+
+
+def t_process(fstype):
+    """Two readers of clones of a cached file: each one's row has exactly
+    the pages that became duplicates through its reads, and the rows add up
+    to the duplicates the window added (the oracle's, nothing cached but a
+    before the start)."""
+    with prepared(fstype) as mnt:
+        a = mnt + '/a'
+        make_file(a, 8 * MiB, seed=61)
+        reflink(a, mnt + '/b')
+        reflink(a, mnt + '/c')
+        cold(mnt)
+        read_range(a)
+        # without --by process the attribution is not loaded: one-entry map
+        plain = Top(['--json', '-d', '0.5', mnt])
+        plain.wait(1)
+        maps = held_maps(plain.p.pid)
+        plain.stop()
+        check(maps.get('tasks') == 1, 'top by group: task map %r (want 1 '
+              'entry: attribution off)' % maps.get('tasks'))
+
+        top = Top(['--json', '--by', 'process', '-d', '0.5', mnt])
+        first = top.wait(1)
+        check_json_shape('process: first frame', first, 'process')
+        check(held_maps(top.p.pid).get('tasks') == 4096,
+              'top --by process: task map %r' % held_maps(top.p.pid))
+        check(first['rows'] == [] and first['totals']['dup_bytes'] == 0,
+              'process: first frame (a cached before start, no reader): '
+              'rows %s dup %s' % (first['rows'], first['totals']['dup_bytes']))
+        readers = []
+        for path, off, end in ((mnt + '/b', 0, 8 * MiB),
+                               (mnt + '/c', 2 * MiB, 6 * MiB)):
+            r = spawn(['/usr/bin/python3', '-c', READER, path, str(off),
+                       str(end)], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE)
+            check(r.stdout.readline() == b'read\n', 'reader failed')
+            readers.append(r)
+            pin(path, range(off // P, end // P))   # DAMON keeps off
+        try:
+            ora, fa, fr = settle(mnt, top.wait_new)
+        finally:
+            for r in readers:
+                r.stdin.close()
+                r.wait(10)
+        check_json_shape('process', fr, 'process')
+        rows = {r['pid']: r for r in fr['rows']}
+        want = {readers[0].pid: (2048, 2048), readers[1].pid: (1024, 1024)}
+        got = {pid: (r['added'], r['dup_added']) for pid, r in rows.items()}
+        check(got == want, 'process rows (added, dup_added) by pid %s, want '
+              '%s' % (got, want))
+        for r in fr['rows']:
+            check(r['comm'] == 'python3' and r['dup_bytes'] ==
+                  r['dup_added'] * P and r['cached_bytes'] == r['added'] * P
+                  and r['name'].startswith('%d python3 ' % r['pid']) and
+                  isinstance(r['cgroup_id'], int) and r['cgroup_id'] > 0,
+                  'process row %s' % r)
+        dup = ora['totals']['dup_bytes']
+        check(dup == 12 * MiB and fr['totals']['dup_bytes'] == dup,
+              'dup: frame %s, oracle %s, want 12 MiB' % (
+                  mib(fr['totals']['dup_bytes']), mib(dup)))
+        check(sum(r['dup_added'] for r in fr['rows']) * P == dup,
+              'process rows add up to %s, the window added %s' % (
+                  mib(sum(r['dup_added'] for r in fr['rows']) * P), mib(dup)))
+        rc, err = top.stop()
+        check(rc == 0, 'top --by process: exit %d: %s' % (rc, err))
+
+
+@test('process_view_xfs')
+def t_process_xfs():
+    t_process('xfs')
+
+
+@test('process_view_btrfs')
+def t_process_btrfs():
+    t_process('btrfs')
+
+
 # ---------------------------------------------------------------- 2. batch
 
 def t_batch(fstype):
@@ -954,6 +1356,13 @@ def t_json(fstype):
             check_json_shape('seeded frame %d' % (k + 1), f, 'group')
         check_json_totals('seeded', frs[-1], ora)
         check_json_groups('seeded', frs[-1], ora)
+        ids = [{r['name']: (r['group_id'], r['dev'], r['ino']) for r in f['rows']}
+               for f in frs]
+        expect(all(x == ids[0] for x in ids), 'row ids moved between frames: '
+               '%s' % ids)
+        times = [f['unix_time'] for f in frs]
+        expect(all(0.3 < b - a < 1.5 for a, b in zip(times, times[1:])),
+               'unix_time of frames 0.5 s apart: %s' % times)
 
         ora, fa, frs = settle(mnt, json_run(['--json', '--by', 'file', '-n',
                                              '3', '-d', '0.5', mnt], 3))
