@@ -20,7 +20,7 @@ PYTHON   ?= /usr/bin/python3
 OUT      ?= build
 BIN      ?= dupcache
 ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKGS     := libbpf json-c ncursesw
+PKGS     := libbpf json-c ncursesw libmicrohttpd libsystemd
 WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
 # Kept apart from CFLAGS so `make CFLAGS=...` changes optimisation, not these.
@@ -32,14 +32,15 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c src/metrics.c src/budget.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c src/metrics.c src/httpd.c src/budget.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
 APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o $(OUT)/daemon.o $(OUT)/gate.o $(OUT)/gate_output.o
 
 # Debian 12 packages: build, run, test, demo, bench.
 DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-dev \
             libjson-c-dev libncurses-dev libcmocka-dev xfsprogs btrfs-progs \
-            util-linux python3 tmux fio python3-junitparser python3-yaml
+            util-linux python3 tmux fio python3-junitparser python3-yaml \
+            libmicrohttpd-dev libsystemd-dev prometheus
 
 # Intermediates of the chain .bpf.c -> .bpf.o -> .skel.h: keep them (tests read the BTF).
 .SECONDARY: $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS)) $(SKELS)

@@ -95,3 +95,55 @@ void stats_free(struct dup_stats *st)
 	free(st->file_cached_bytes);
 	memset(st, 0, sizeof(*st));
 }
+
+static struct fs_figures *fs_of(struct fs_figures **fs, size_t *n, const struct scanned_file *f)
+{
+	for (size_t i = 0; i < *n; i++)
+		if ((*fs)[i].sb_dev == f->sb_dev)
+			return &(*fs)[i];
+	*fs = xrealloc(*fs, *n + 1, sizeof(**fs));
+	(*fs)[*n] = (struct fs_figures){ .sb_dev = f->sb_dev, .name = mount_point_of(f->sb_dev, f->path) };
+	return &(*fs)[(*n)++];
+}
+
+static int cmp_fs(const void *a, const void *b)
+{
+	const struct fs_figures *x = a, *y = b;
+	int d = strcmp(x->name, y->name);
+
+	return d ? d : (x->sb_dev > y->sb_dev) - (x->sb_dev < y->sb_dev);
+}
+
+size_t stats_by_fs(const struct scan *s, const struct dup_stats *st, struct fs_figures **out)
+{
+	struct fs_figures *fs = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct fs_figures *x = fs_of(&fs, &n, &s->files[i]);
+
+		x->files++;
+		x->shared_bytes += s->files[i].shared_bytes;
+		x->cached_bytes += st->file_cached_bytes[i];
+	}
+	for (size_t g = 0; g < st->ngroups; g++) {
+		struct fs_figures *x;
+
+		if (!st->groups[g].files)
+			continue;
+		x = fs_of(&fs, &n, &s->files[st->groups[g].members[0]]);
+		x->groups++;
+		x->dup_bytes += st->groups[g].dup_bytes;
+	}
+	if (n)
+		qsort(fs, n, sizeof(*fs), cmp_fs);
+	*out = fs;
+	return n;
+}
+
+void fs_figures_free(struct fs_figures *fs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(fs[i].name);
+	free(fs);
+}

@@ -42,4 +42,22 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct dup_stats *out);
 void stats_free(struct dup_stats *st);
 
+/*
+ * The figures of one filesystem (superblock): a sharing group never spans
+ * two, so summing these gives the totals.
+ */
+struct fs_figures {
+	uint32_t sb_dev;
+	char *name;           /* its mount point (mount_point_of()) */
+	uint64_t files;
+	uint64_t groups;
+	uint64_t shared_bytes;
+	uint64_t cached_bytes;
+	uint64_t dup_bytes;
+};
+
+/* Per filesystem of the scan, sorted by name; returns how many. */
+size_t stats_by_fs(const struct scan *s, const struct dup_stats *st, struct fs_figures **out);
+void fs_figures_free(struct fs_figures *f, size_t n);
+
 #endif

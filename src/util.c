@@ -269,3 +269,63 @@ long long monotonic_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+static bool path_below(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	if (!strcmp(dir, "/"))
+		return path[0] == '/';
+	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+char *mount_point_of(uint32_t sb_dev, const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *real = path ? realpath(path, NULL) : NULL;
+	char *line = NULL, *best = NULL;
+	bool best_holds = false;
+	size_t len = 0;
+
+	while (f && getline(&line, &len, f) > 0) {
+		unsigned maj, min;
+		char mnt[4096];
+		bool holds;
+
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mnt) != 3 ||
+		    ((maj << 20) | min) != sb_dev)
+			continue;
+		unescape_octal(mnt);
+		holds = real && path_below(real, mnt);
+		/* The mount holding the path, the deepest such; else the first seen. */
+		if (!best || (holds && (!best_holds || strlen(mnt) > strlen(best)))) {
+			free(best);
+			best = xstrdup(mnt);
+			best_holds = holds;
+		}
+	}
+	if (f)
+		fclose(f);
+	free(line);
+	free(real);
+	if (!best && asprintf(&best, "%u:%u", sb_dev >> 20, sb_dev & 0xfffff) < 0)
+		best = xstrdup("?");
+	return best;
+}

@@ -81,6 +81,13 @@ uint64_t meminfo_cached_bytes(void);
  */
 int bpf_load_error(int err, const char *what);
 
+/*
+ * Where a filesystem (superblock s_dev, kernel encoding) is mounted: of its
+ * mounts in /proc/self/mountinfo, the one holding `path` (when given), else
+ * the first.  Malloc'd; "MAJ:MIN" when it is mounted nowhere we can see.
+ */
+char *mount_point_of(uint32_t sb_dev, const char *path);
+
 /* CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads. */
 long long monotonic_ns(void);
 
