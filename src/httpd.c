@@ -2,7 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,9 +73,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 int httpd_parse_listen(const char *listen, void *ss, unsigned *socklen)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
+	memset(ss, 0, sizeof(struct sockaddr_storage));
 	const char *port = listen, *colon = strrchr(listen, ':');
 	char host[256] = "127.0.0.1";
 	char *end;
@@ -107,13 +105,19 @@ int httpd_parse_listen(const char *listen, void *ss, unsigned *socklen)
 		msg("daemon: --listen %s: '%s' is not a port (1 to 65535)", listen, port);
 		return -1;
 	}
-	if (getaddrinfo(host, port, &hints, &ai) || !ai) {
+	/* inet_pton, not getaddrinfo: "1.2.3" is no address here, whatever inet_aton says. */
+	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+		((struct sockaddr_in *)ss)->sin_family = AF_INET;
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)p);
+		*socklen = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+		((struct sockaddr_in6 *)ss)->sin6_family = AF_INET6;
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)p);
+		*socklen = sizeof(struct sockaddr_in6);
+	} else {
 		msg("daemon: --listen %s: '%s' is not a numeric IPv4 or IPv6 address", listen, host);
 		return -1;
 	}
-	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-	*socklen = ai->ai_addrlen;
-	freeaddrinfo(ai);
 	return 0;
 }
 
