@@ -528,6 +528,198 @@ def t_sighup():
                   'config %r: exit %d, %r' % (text, r.returncode, err))
 
 
+# ---------------------------------------------------------------- service files
+
+def make_install(**kw):
+    args = ['make', '-s', '-C', ROOT, 'install', 'BIN=' + BIN] + ['%s=%s' % kv for kv in kw.items()]
+    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    check(r.returncode == 0, '%s: %s' % (' '.join(args), r.stdout.decode()[-800:]))
+
+
+def man_pages():
+    d = os.path.join(ROOT, 'docs', 'man')
+    return sorted(f for f in os.listdir(d) if f.endswith('.1'))
+
+
+@test('make_install')
+def t_install():
+    """make install DESTDIR=... PREFIX=/usr: the binary, every man page of
+    docs/man, the completion, the unit with its paths filled in, the config."""
+    dest = tempfile.mkdtemp(prefix='dupcache-install-')
+    try:
+        make_install(DESTDIR=dest, PREFIX='/usr')
+        want = ['usr/bin/dupcache', 'usr/share/bash-completion/completions/dupcache',
+                'usr/lib/systemd/system/dupcache-daemon.service', 'etc/dupcache/daemon.conf'] + \
+            ['usr/share/man/man1/' + m for m in man_pages()]
+        got = sorted(os.path.relpath(os.path.join(d, f), dest)
+                     for d, _, fs in os.walk(dest) for f in fs)
+        check(got == sorted(want), 'installed %s, want %s' % (got, sorted(want)))
+        check(os.access(os.path.join(dest, 'usr/bin/dupcache'), os.X_OK), 'binary not executable')
+        unit = open(os.path.join(dest, 'usr/lib/systemd/system/dupcache-daemon.service')).read()
+        check('ExecStart=/usr/bin/dupcache daemon --config /etc/dupcache/daemon.conf' in unit and
+              '@' not in unit.replace('$MAINPID', ''), 'unit paths: %r' % unit[:200])
+        # A config already there is kept.
+        conf = os.path.join(dest, 'etc/dupcache/daemon.conf')
+        with open(conf, 'w') as f:
+            f.write('tree = /mine\n')
+        make_install(DESTDIR=dest, PREFIX='/usr')
+        check(open(conf).read() == 'tree = /mine\n', 'make install replaced the config')
+    finally:
+        shutil.rmtree(dest, True)
+
+
+@test('man_pages')
+def t_man():
+    """Every page renders without a warning (man -l and groff -ww), and
+    dupcache(1) names each command's page."""
+    pages = man_pages()
+    for need in ('dupcache.1', 'dupcache-daemon.1', 'dupcache-gate.1'):
+        check(need in pages, 'no docs/man/%s' % need)
+    for m in pages:
+        path = os.path.join(ROOT, 'docs', 'man', m)
+        r = subprocess.run(['man', '-l', '--warnings', path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=dict(os.environ, MANWIDTH='80'), timeout=60)
+        check(r.returncode == 0 and not r.stderr and len(r.stdout) > 500,
+              'man -l %s: exit %d, %r' % (m, r.returncode, r.stderr.decode()[:300]))
+        r = subprocess.run(['groff', '-man', '-ww', '-z', path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        check(r.returncode == 0 and not r.stderr, 'groff %s: %r' % (m, r.stderr.decode()[:300]))
+    text = open(os.path.join(ROOT, 'docs', 'man', 'dupcache.1')).read()
+    for cmd in ('report', 'top', 'daemon', 'gate'):
+        check('dupcache\\-%s (1)' % cmd in text, 'dupcache.1 does not name dupcache-%s(1)' % cmd)
+    # The daemon's page lists every option of its --help.
+    daemon = open(os.path.join(ROOT, 'docs', 'man', 'dupcache-daemon.1')).read().replace('\\-', '-')
+    helptext = subprocess.run([BIN, 'daemon', '--help'], stdout=subprocess.PIPE).stdout.decode()
+    missing = sorted(o for o in set(re.findall(r'--[a-z][a-z-]+', helptext)) if o not in daemon)
+    check(not missing, 'dupcache-daemon.1 lacks %s' % missing)
+
+
+def complete(words):
+    script = ('source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _dupcache; printf "%%s\\n" "${COMPREPLY[@]}"'
+              % (os.path.join(ROOT, 'contrib', 'bash-completion', 'dupcache'),
+                 ' '.join("'%s'" % w for w in words), len(words) - 1))
+    r = subprocess.run(['bash', '-c', script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    check(r.returncode == 0 and not r.stderr, 'completion %r: %r' % (words, r.stderr.decode()))
+    return [w for w in r.stdout.decode().split('\n') if w]
+
+
+@test('bash_completion')
+def t_completion():
+    """Commands and each command's options come from the binary's --help."""
+    got = complete([BIN, ''])
+    check(sorted(got) == ['--help', '--version', 'daemon', 'gate', 'report', 'top'], 'commands %s' % got)
+    check(complete([BIN, 'da']) == ['daemon'], 'da: %s' % complete([BIN, 'da']))
+    for cmd in ('report', 'top', 'daemon', 'gate'):
+        helptext = subprocess.run([BIN, cmd, '--help'], stdout=subprocess.PIPE).stdout.decode()
+        want = sorted(set(re.findall(r'--[a-z][a-z-]+', helptext)))
+        got = complete([BIN, cmd, '--'])
+        check(got == want, '%s --: %s, want %s' % (cmd, got, want))
+    check(complete([BIN, 'daemon', '--li']) == ['--listen'], 'daemon --li')
+    check(complete([BIN, 'daemon', '--metrics', '/et']) == ['/etc'], 'file after --metrics')
+    check(complete([BIN, 'daemon', '-d', '']) == [], 'nothing after -d SECONDS')
+    check('bash' in complete([BIN, 'gate', '/tmp', '--', 'bas']), 'command after gate --')
+
+
+@test('systemd_unit')
+def t_unit():
+    """systemd-analyze verify passes on the installed unit (its ExecStart the
+    binary installed, its Documentation= page found under MANPATH)."""
+    if not shutil.which('systemd-analyze'):
+        raise Skip('no systemd-analyze on this machine')
+    dest = tempfile.mkdtemp(prefix='dupcache-unit-')
+    try:
+        make_install(PREFIX=dest, SYSCONFDIR=dest + '/etc')
+        unit = os.path.join(dest, 'lib/systemd/system/dupcache-daemon.service')
+        r = subprocess.run(['systemd-analyze', 'verify', unit], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=120,
+                           env=dict(os.environ, MANPATH=os.path.join(dest, 'share/man')))
+        check(r.returncode == 0 and not r.stdout.strip(), 'verify: %r' % r.stdout.decode())
+        text = open(unit).read()
+        for want in ('Type=notify', 'ExecReload=', 'ProtectSystem=strict', 'NoNewPrivileges=yes',
+                     'CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_FOWNER CAP_BPF CAP_PERFMON'):
+            check(want in text, 'unit lacks %r' % want)
+        # The sample config it points at parses (and names a tree).
+        r = subprocess.run([BIN, 'daemon', '--config', os.path.join(dest, 'etc/dupcache/daemon.conf'),
+                            '--snapshot', '--frames', '1', '--listen', str(free_port()), '--json'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check(r.returncode in (0, 3), 'sample config: exit %d %r' % (r.returncode, r.stderr.decode()))
+    finally:
+        shutil.rmtree(dest, True)
+
+
+@test('sd_notify_ready')
+def t_notify():
+    """READY=1 on $NOTIFY_SOCKET once the first report is out, RELOADING=1
+    then READY=1 on SIGHUP, STOPPING=1 at the end."""
+    with LoopFs('xfs') as mx:
+        make_file(mx + '/a', 1 * MiB, seed=1)
+        d = tempfile.mkdtemp(prefix='dupcache-notify-')
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            path = os.path.join(d, 'notify')
+            sock.bind(path)
+            sock.settimeout(30)
+            p = spawn([BIN, 'daemon', '--snapshot', '-d', '3600', mx], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL, env=dict(os.environ, NOTIFY_SOCKET=path))
+            check(sock.recv(4096) == b'READY=1', 'first message')
+            p.send_signal(signal.SIGHUP)
+            check(sock.recv(4096) == b'RELOADING=1', 'reload message')
+            check(sock.recv(4096) == b'READY=1', 'ready after reload')
+            p.send_signal(signal.SIGTERM)
+            check(sock.recv(4096) == b'STOPPING=1', 'stopping')
+            check(p.wait(timeout=30) == 0, 'exit %s' % p.returncode)
+        finally:
+            sock.close()
+            shutil.rmtree(d, True)
+
+
+@test('contrib_manifests')
+def t_manifests():
+    """The DaemonSet and the Grafana dashboard parse, and every metric the
+    dashboard queries is one the daemon exports (a live daemon, as root)."""
+    import yaml
+    docs = list(yaml.safe_load_all(open(os.path.join(ROOT, 'contrib', 'kubernetes', 'daemonset.yaml'))))
+    kinds = [x['kind'] for x in docs]
+    check('DaemonSet' in kinds and 'ConfigMap' in kinds, 'kinds %s' % kinds)
+    ds = docs[kinds.index('DaemonSet')]
+    c = ds['spec']['template']['spec']['containers'][0]
+    check(c['args'][0] == 'daemon', 'args %s' % c['args'])
+    conf = docs[kinds.index('ConfigMap')]['data']['daemon.conf']
+    port = c['ports'][0]['containerPort']
+    check('listen = 0.0.0.0:%d' % port in conf, 'config listens elsewhere than port %d' % port)
+    check(set(c['securityContext']['capabilities']['add']) >= {'BPF', 'PERFMON', 'DAC_READ_SEARCH'},
+          'capabilities %s' % c['securityContext']['capabilities'])
+    # The ConfigMap's config parses as the daemon's own.
+    with tempfile.NamedTemporaryFile('w', prefix='dupcache-conf-') as f:
+        f.write(conf.replace('0.0.0.0:%d' % port, '127.0.0.1:%d' % free_port()))
+        f.flush()
+        r = subprocess.run([BIN, 'daemon', '--config', f.name, '--snapshot', '--frames', '1', '--json'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        check(r.returncode in (0, 3) and json.loads(r.stdout)['mode'] == 'advisory',
+              'ConfigMap config: exit %d %r' % (r.returncode, r.stderr.decode()))
+    dash = json.load(open(os.path.join(ROOT, 'contrib', 'grafana', 'dupcache.json')))
+    exprs = [t['expr'] for p in dash['panels'] for t in p.get('targets', [])]
+    exprs += [v['query'] for v in dash['templating']['list'] if v['type'] == 'query']
+    used = set(n for e in exprs for n in re.findall(r'\bdupcache_[a-z_]+', e))
+    check(len(used) >= 10, 'dashboard uses only %s' % sorted(used))
+    with LoopFs('xfs') as mx:
+        make_file(mx + '/a', 1 * MiB, seed=1)
+        reflink(mx + '/a', mx + '/b')
+        read_range(mx + '/a')
+        d = Daemon(['-d', '3600', mx])
+        try:
+            m = d.wait_metrics()
+            check_live(d, m, True)
+        finally:
+            d.stop()
+    # Enforce-mode families exist only with --enforce on a patched kernel.
+    exported = set(m) | {'dupcache_policy_answers_total'}
+    missing = sorted(used - exported)
+    check(not missing, 'the dashboard queries metrics the daemon does not export: %s' % missing)
+    src = open(os.path.join(ROOT, 'src', 'daemon.c')).read()
+    check('"dupcache_policy_answers_total"' in src, 'policy answers metric gone from daemon.c')
+
+
 # ---------------------------------------------------------------- runner
 
 def main():
