@@ -104,10 +104,12 @@ def check_fs_figures(per_fs, mounts, what):
 class Daemon:
     """dupcache daemon --listen 127.0.0.1:PORT in the background."""
 
-    def __init__(self, args, user=False, port=None):
+    def __init__(self, args, user=False, port=None, listen=True):
         self.port = port or free_port()
         self.addr = '127.0.0.1:%d' % self.port
-        cmd = [BIN, 'daemon', '--listen', self.addr] + list(args)
+        # A --listen in args comes later and wins (the last one counts);
+        # listen=False: the config file says where.
+        cmd = [BIN, 'daemon'] + (['--listen', self.addr] if listen else []) + list(args)
         if user:
             cmd = NOBODY + cmd
         self.p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -472,6 +474,33 @@ def t_listen_errors():
         err = r.stderr.decode()
         check(r.returncode == 2 and len(err.splitlines()) == 1 and err.startswith('dupcache: '),
               '--listen %r: exit %d, %r' % (bad, r.returncode, err))
+    # IPv6 in brackets; a bare port binds 127.0.0.1 only.
+    with LoopFs('xfs') as mx:
+        make_file(mx + '/a', 1 * MiB, seed=1)
+        for listen, host, other in (('[::1]:%d', '::1', '127.0.0.1'), ('%d', '127.0.0.1', '::1')):
+            port = free_port()
+            d = Daemon(['--snapshot', '-d', '3600', '--listen', listen % port, mx], port=port)
+            try:
+                end = time.monotonic() + 30
+                while True:
+                    try:
+                        c = http.client.HTTPConnection(host, port, timeout=5)
+                        c.request('GET', '/metrics')
+                        st = c.getresponse().status
+                        c.close()
+                        break
+                    except OSError:
+                        check(time.monotonic() < end and d.p.poll() is None,
+                              '%s: nothing on %s: %r' % (listen, host, d.stderr()))
+                        time.sleep(0.2)
+                check(st == 200, '%s: %d' % (listen, st))
+                try:
+                    socket.create_connection((other, port), timeout=5).close()
+                    raise Fail('--listen %s also answers on %s' % (listen % port, other))
+                except OSError:
+                    pass
+            finally:
+                d.stop()
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         s.listen()
@@ -489,14 +518,15 @@ def t_sighup():
         populate(mx, mb)
         conf = tempfile.NamedTemporaryFile('w', prefix='dupcache-conf-', delete=False)
         try:
-            conf.write('# first\ntree = %s\ninterval = 1\nmin-size = 1\n' % mx)
+            port = free_port()
+            conf.write('# first\ntree = %s\ninterval = 1\nmin-size = 1\nlisten = %d\n' % (mx, port))
             conf.close()
-            d = Daemon(['--config', conf.name])
+            d = Daemon(['--config', conf.name], port=port, listen=False)
             try:
                 m = d.wait_metrics()
                 check_fs_figures({k: by_fs(m, k) for k in FS_METRICS}, [mx], 'before SIGHUP')
                 with open(conf.name, 'w') as f:
-                    f.write('tree = %s\ninterval = 1\n' % mb)
+                    f.write('tree = %s\ninterval = 1\nlisten = %d\n' % (mb, d.port))
                 d.p.send_signal(signal.SIGHUP)
                 end = time.monotonic() + 30
                 while time.monotonic() < end:
@@ -506,9 +536,33 @@ def t_sighup():
                     time.sleep(0.3)
                 check_fs_figures({k: by_fs(m, k) for k in FS_METRICS}, [mb], 'after SIGHUP')
                 check('reloaded' in d.stderr(), 'stderr %r' % d.stderr())
+                # A new listen address is taken over, the old one let go.
+                port = free_port()
+                with open(conf.name, 'w') as f:
+                    f.write('tree = %s\ninterval = 1\nlisten = 127.0.0.1:%d\n' % (mb, port))
+                old_port = d.port
+                d.p.send_signal(signal.SIGHUP)
+                end = time.monotonic() + 30
+                d.port = port
+                while True:
+                    try:
+                        st, _, body = d.request()
+                        if st == 200:   # 503 until its first report
+                            m = parse_metrics(body)
+                            break
+                    except OSError:
+                        pass
+                    check(time.monotonic() < end, 'nothing on the new port: %r' % d.stderr())
+                    time.sleep(0.2)
+                check(set(by_fs(m, 'dupcache_dup_bytes')) == {mb}, 'new port serves %s' % m.keys())
+                try:
+                    socket.create_connection(('127.0.0.1', old_port), timeout=5).close()
+                    raise Fail('the old port still answers after the reload')
+                except OSError:
+                    pass
                 # A config that does not parse keeps the running one.
                 with open(conf.name, 'w') as f:
-                    f.write('tree = %s\nno-such-key = 1\n' % mx)
+                    f.write('tree = %s\nlisten = %d\nno-such-key = 1\n' % (mx, d.port))
                 d.p.send_signal(signal.SIGHUP)
                 time.sleep(2.5)
                 m = parse_metrics(d.request()[2])
