@@ -605,7 +605,7 @@ static void metrics_cgroups(struct metrics *m, const struct figures *fg, uint64_
 		const struct dc_cgroup_stats *cg = &fg->es.cgroups[c];
 		struct cgroup_row *r;
 
-		if (!cg->added && !cg->removed && !engine_cgroup_resident(cg))
+		if (!engine_cgroup_seen(cg))
 			continue;
 		r = &rows[n++];
 		if (c == DC_CGROUP_UNKNOWN)

@@ -333,7 +333,7 @@ static struct row *collect(struct tracker *t, enum by by, struct prev *prev, str
 			const char *path = c == DC_CGROUP_UNKNOWN ? NULL : cgroup_path(cg->id);
 			struct row *r;
 
-			if (!cg->added && !cg->removed && !engine_cgroup_resident(cg))
+			if (!engine_cgroup_seen(cg))
 				continue;
 			r = &rows[n++];
 			if (c == DC_CGROUP_UNKNOWN)

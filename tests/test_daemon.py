@@ -389,6 +389,56 @@ def t_textfile():
             d.stop()
 
 
+@test('cgroup_cap')
+def t_cgroup_cap():
+    """Per-cgroup figures under their own names, the most duplicated
+    --max-cgroups of them, the rest counted: three cgroups' worth of clone
+    pairs (each page cached twice, so the fair shares are exact), cap 2."""
+    import test_top                 # its memory cgroup v1 helpers
+    if not test_top.memcg_v1():
+        raise Skip('no cgroup v1 memory hierarchy at ' + test_top.CG_ROOT)
+    from fsimg import pin
+    with LoopFs('xfs') as mx:
+        sets = {'a': 8 * MiB, 'b': 4 * MiB, 'c': 2 * MiB}
+        for i, (n, size) in enumerate(sets.items()):
+            make_file('%s/%s' % (mx, n), size, seed=i + 1)
+            reflink('%s/%s' % (mx, n), '%s/%s2' % (mx, n))
+        cold(mx)
+        read_range(mx + '/c')               # before the engine: (unknown)
+        read_range(mx + '/c2')
+        cga, cgb = test_top.Memcg('da'), test_top.Memcg('db')
+        d = None
+        try:
+            d = Daemon(['-d', '1', '--max-cgroups', '2', mx])
+            check_live(d, d.wait_metrics(), True)
+            test_top.read_in(cga, [mx + '/a', mx + '/a2'])
+            test_top.read_in(cgb, [mx + '/b', mx + '/b2'])
+            for n in ('a', 'a2', 'b', 'b2'):
+                pin(mx + '/' + n)
+            want = {cga.name: (8 * MiB, 16 * MiB), cgb.name: (4 * MiB, 8 * MiB)}
+            for n, (dup, cached) in (('a', want[cga.name]), ('b', want[cgb.name])):
+                o = oracle.compute([mx + '/' + n, mx + '/' + n + '2'])['totals']
+                check((o['dup_bytes'], o['cached_bytes']) == (dup, cached), 'oracle %s: %s' % (n, o))
+            end = time.monotonic() + 30
+            while True:
+                m = parse_metrics(d.request()[2])
+                got = {dict(k)['cgroup']: (v, m['dupcache_cgroup_cached_bytes'].get(k))
+                       for k, v in m.get('dupcache_cgroup_dup_bytes', {}).items()}
+                if got == want or time.monotonic() > end:
+                    break
+                time.sleep(0.5)
+            check(got == want, 'cgroups (dup, cached) %s, want %s' % (got, want))
+            check(m['dupcache_cgroups_dropped'][frozenset()] == 1,
+                  'dropped %s, want 1 (the (unknown) one)' % m['dupcache_cgroups_dropped'])
+            check(by_fs(m, 'dupcache_dup_bytes') == {mx: oracle.compute([mx])['totals']['dup_bytes']}
+                  == {mx: 14 * MiB}, 'fs dup %s' % by_fs(m, 'dupcache_dup_bytes'))
+        finally:
+            if d:
+                d.stop()
+            cga.remove()
+            cgb.remove()
+
+
 def raw(port, data, timeout=5):
     """Send bytes, return what comes back until the server closes or waits."""
     s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
