@@ -948,8 +948,19 @@ static int wait_interval(double interval, struct policy *pol, struct source *src
 
 static bool same_policy(const struct daemon_opts *a, const struct daemon_opts *b)
 {
-	return a->enforce == b->enforce && a->snapshot == b->snapshot &&
-	       !memcmp(&a->policy, &b->policy, sizeof(a->policy));
+	const struct policy_settings *x = &a->policy, *y = &b->policy;
+
+	if (a->enforce != b->enforce || a->snapshot != b->snapshot || x->nuids != y->nuids ||
+	    x->ncgroups != y->ncgroups || x->stale_after != y->stale_after ||
+	    x->max_files != y->max_files || x->start_off != y->start_off)
+		return false;
+	for (uint32_t i = 0; i < x->nuids; i++)
+		if (x->uids[i] != y->uids[i])
+			return false;
+	for (uint32_t i = 0; i < x->ncgroups; i++)
+		if (x->cgroups[i].id != y->cgroups[i].id || x->cgroups[i].level != y->cgroups[i].level)
+			return false;
+	return true;
 }
 
 static bool same_str(const char *a, const char *b)
@@ -977,8 +988,8 @@ static void do_reload(struct daemon_opts *o, int argc, char **argv, struct sourc
 	}
 	if (!same_policy(o, &n)) {
 		msg("reload: --enforce, --snapshot and the policy's options change on restart only; kept");
+		/* (trust_cgroups, the names as given, are only for the start's message.) */
 		n.enforce = o->enforce, n.snapshot = o->snapshot, n.policy = o->policy;
-		memcpy(n.trust_cgroups, o->trust_cgroups, sizeof(n.trust_cgroups));
 	}
 	if (!same_str(n.listen, o->listen) && n.listen) {
 		if (httpd_start(n.listen, &nh)) {

@@ -619,6 +619,19 @@ def t_sighup():
                 check(set(by_fs(m, 'dupcache_dup_bytes')) == {mb}, 'bad config applied: %s'
                       % by_fs(m, 'dupcache_dup_bytes'))
                 check("unknown key 'no-such-key'" in d.stderr(), 'stderr %r' % d.stderr())
+                # --snapshot (like the enforce options) changes on restart only.
+                live = m['dupcache_live'][frozenset()]
+                with open(conf.name, 'w') as f:
+                    f.write('tree = %s\nlisten = %d\nsnapshot = %s\n'
+                            % (mb, d.port, 'no' if live == 0 else 'yes'))
+                d.p.send_signal(signal.SIGHUP)
+                end = time.monotonic() + 30
+                while 'on restart only' not in d.stderr() and time.monotonic() < end:
+                    time.sleep(0.2)
+                check('on restart only' in d.stderr(), 'stderr %r' % d.stderr())
+                time.sleep(2.5)
+                m = parse_metrics(d.request()[2])
+                check(m['dupcache_live'][frozenset()] == live, 'source changed on reload')
             finally:
                 d.stop()
         finally:
