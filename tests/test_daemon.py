@@ -651,7 +651,9 @@ def t_sighup():
 # ---------------------------------------------------------------- service files
 
 def make_install(**kw):
-    args = ['make', '-s', '-C', ROOT, 'install', 'BIN=' + BIN] + ['%s=%s' % kv for kv in kw.items()]
+    # -o BIN: install the binary under test as it is, never rebuild it here.
+    args = ['make', '-s', '-C', ROOT, '-o', BIN, 'install', 'BIN=' + BIN] + \
+        ['%s=%s' % kv for kv in kw.items()]
     r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     check(r.returncode == 0, '%s: %s' % (' '.join(args), r.stdout.decode()[-800:]))
 
