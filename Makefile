@@ -8,19 +8,24 @@
 #   make bench      benchmarks (prints a table)
 #   make soak       the churn test for SOAK_SECONDS (default 600) per filesystem
 #   make vmlinux    regenerate vmlinux.h from the running kernel's BTF
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (binary, man pages, bash completion,
+#                   systemd unit, sample /etc/dupcache/daemon.conf)
 
 CC       ?= gcc
 CLANG    ?= clang
 BPFTOOL  ?= bpftool
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
+MANDIR   ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
 PYTHON   ?= /usr/bin/python3
 
 OUT      ?= build
 BIN      ?= dupcache
 ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
-PKGS     := libbpf json-c ncursesw
+PKGS     := libbpf json-c ncursesw libmicrohttpd libsystemd
 WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
 # Kept apart from CFLAGS so `make CFLAGS=...` changes optimisation, not these.
@@ -32,14 +37,15 @@ BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) $(WARN) \
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 SKELS    := $(patsubst bpf/%.bpf.c,$(OUT)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c src/metrics.c src/budget.c
+LIB_SRCS := src/extmap.c src/scan.c src/stats.c src/util.c src/engine.c src/output.c src/tracker.c src/cgroups.c src/clones.c src/policy.c src/metrics.c src/httpd.c src/budget.c
 LIB_OBJS := $(patsubst src/%.c,$(OUT)/%.o,$(LIB_SRCS))
 APP_OBJS := $(OUT)/main.o $(OUT)/report.o $(OUT)/top.o $(OUT)/daemon.o $(OUT)/gate.o $(OUT)/gate_output.o
 
 # Debian 12 packages: build, run, test, demo, bench.
 DEB_PKGS := make gcc clang llvm libbpf-dev bpftool pkg-config libelf-dev zlib1g-dev \
             libjson-c-dev libncurses-dev libcmocka-dev xfsprogs btrfs-progs \
-            util-linux python3 tmux fio python3-junitparser python3-yaml
+            util-linux python3 tmux fio man-db groff-base bash-completion python3-junitparser python3-yaml \
+            libmicrohttpd-dev libsystemd-dev prometheus
 
 # Intermediates of the chain .bpf.c -> .bpf.o -> .skel.h: keep them (tests read the BTF).
 .SECONDARY: $(patsubst bpf/%.bpf.c,$(OUT)/%.bpf.o,$(BPF_SRCS)) $(SKELS)
@@ -112,9 +118,20 @@ soak: deps
 vmlinux:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > vmlinux.h
 
+# Every man page in docs/man (whoever wrote it), the bash completion, the
+# systemd unit with its paths filled in, and a sample daemon config that
+# never replaces one already there.
 install: $(BIN)
-	install -d $(DESTDIR)$(BINDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/dupcache
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/dupcache
+	install -m 0644 docs/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 contrib/bash-completion/dupcache $(DESTDIR)$(BASHCOMPDIR)/dupcache
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		contrib/dupcache-daemon.service > $(DESTDIR)$(UNITDIR)/dupcache-daemon.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dupcache-daemon.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/dupcache/daemon.conf ] || \
+		install -m 0644 contrib/daemon.conf $(DESTDIR)$(SYSCONFDIR)/dupcache/daemon.conf
 
 clean:
 	rm -rf build dupcache

@@ -2,6 +2,8 @@
 #ifndef DUPCACHE_COMMANDS_H
 #define DUPCACHE_COMMANDS_H
 
+#define DUPCACHE_VERSION "0.1.0"
+
 /* Each returns the process exit code (see util.h). */
 int cmd_report(int argc, char **argv);
 int cmd_top(int argc, char **argv);

@@ -88,6 +88,12 @@ static inline uint64_t engine_cgroup_resident(const struct dc_cgroup_stats *c)
 {
 	return engine_resident(&c->resident_base, &c->added, &c->removed);
 }
+
+/* A cgroup slot with something to show: pages came, went or are cached. */
+static inline bool engine_cgroup_seen(const struct dc_cgroup_stats *c)
+{
+	return c->added || c->removed || engine_cgroup_resident(c);
+}
 /*
  * Each resident copy of a physical page held c times carries (c - 1) / c of a
  * page of duplicate bytes (rounded down per page), so shares add up to the

@@ -7,8 +7,6 @@
 #include "commands.h"
 #include "util.h"
 
-#define DUPCACHE_VERSION "0.1.0"
-
 static const char usage[] =
 	"usage: dupcache COMMAND [OPTIONS] PATH...\n"
 	"commands:\n"

@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <linux/btrfs.h>
+#include <linux/capability.h>
 #include <linux/btrfs_tree.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -352,19 +353,31 @@ static bool maybe_cached(int fd, uint64_t off, uint64_t len)
 	return true;
 }
 
+/* CAP_FOWNER in the effective set: a service given it (and not root) sees every file's page cache. */
+static bool has_cap_fowner(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2] = { 0 };
+
+	return syscall(SYS_capget, &h, d) == 0 && (d[0].effective & (1u << CAP_FOWNER));
+}
+
 /*
- * The kernel shows a file's page cache only to its owner or to whoever may
- * write it (mincore then claims every page resident, cachestat fails):
- * the same test as its can_do_mincore().
+ * The kernel shows a file's page cache only to its owner (or CAP_FOWNER)
+ * or to whoever may write it (mincore then claims every page resident,
+ * cachestat fails): the same test as its can_do_mincore().
  */
 static bool residency_visible(const char *path, int fd)
 {
 	static uid_t euid = (uid_t)-1;
+	static bool fowner;
 	struct stat st;
 
-	if (euid == (uid_t)-1)
+	if (euid == (uid_t)-1) {
 		euid = geteuid();
-	if (euid == 0)
+		fowner = has_cap_fowner();
+	}
+	if (euid == 0 || fowner)
 		return true;
 	if (fstat(fd, &st) == 0 && st.st_uid == euid)
 		return true;
@@ -466,7 +479,7 @@ static void skip_errno(struct scan *s, const struct scan_opts *o, const char *pa
 		skip(s, o, &s->skipped.vanished, true, path, "vanished during the scan");
 	else if (err == EACCES)
 		skip(s, o, &s->skipped.unreadable, true, path,
-		     "permission denied (its page cache shows only to its owner, a writer or root)");
+		     "permission denied (its page cache shows only to its owner, a writer, root or CAP_FOWNER)");
 	else
 		skip(s, o, &s->skipped.unreadable, true, path, strerror(err));
 }

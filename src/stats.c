@@ -42,10 +42,15 @@ static void build_fs(const struct scan *s, struct dup_stats *st)
 		fs->shared_bytes += s->files[i].shared_bytes;
 		fs->cached_bytes += st->file_cached_bytes[i];
 	}
-	for (size_t g = 0; g < st->ngroups; g++)
-		if (st->groups[g].files)
-			fs_of(st, s->files[st->groups[g].members[0]].sb_dev)->dup_bytes +=
-				st->groups[g].dup_bytes;
+	for (size_t g = 0; g < st->ngroups; g++) {
+		struct fs_stats *fs;
+
+		if (!st->groups[g].files)
+			continue;
+		fs = fs_of(st, s->files[st->groups[g].members[0]].sb_dev);
+		fs->groups++;
+		fs->dup_bytes += st->groups[g].dup_bytes;
+	}
 }
 
 void stats_build(const struct scan *s, const struct extmap *m, const struct dup_counts *c,

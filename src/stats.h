@@ -19,10 +19,11 @@ struct group_stats {
 	size_t *members;     /* indexes into scan->files */
 };
 
-/* One filesystem (superblock) of the scanned files; groups never span two. */
+/* One filesystem (superblock) of the scanned files; groups never span two, so these sum to the totals. */
 struct fs_stats {
 	uint32_t sb_dev;     /* kernel encoding, as scanned_file.sb_dev */
 	uint64_t files;
+	uint64_t groups;
 	uint64_t shared_bytes;
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
@@ -65,5 +66,6 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 /* Counts from the scan's own residency bitmaps. */
 void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct dup_stats *out);
 void stats_free(struct dup_stats *st);
+
 
 #endif

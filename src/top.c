@@ -384,7 +384,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 			const char *path = c == DC_CGROUP_UNKNOWN ? NULL : cgroup_path(cg->id);
 			struct row *r;
 
-			if (!cg->added && !cg->removed && !engine_cgroup_resident(cg))
+			if (!engine_cgroup_seen(cg))
 				continue;
 			r = &rows[n++];
 			r->cgroup_id = c == DC_CGROUP_UNKNOWN ? 0 : cg->id;

@@ -81,6 +81,7 @@ uint64_t meminfo_cached_bytes(void);
  */
 int bpf_load_error(int err, const char *what);
 
+
 /* CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads. */
 long long monotonic_ns(void);
 

@@ -26,7 +26,7 @@ for t in "$@"; do
 done
 
 # Python suites end with "NAME: N passed, N failed, N skipped".
-for suite in integration:tests/test_integration.py top:tests/test_top.py gate:tests/test_gate.py; do
+for suite in integration:tests/test_integration.py top:tests/test_top.py gate:tests/test_gate.py daemon:tests/test_daemon.py; do
 	name=${suite%%:*}
 	/usr/bin/python3 "${suite#*:}" --bin "$bin" 2>&1 | tee "$log"
 	line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
