@@ -9,8 +9,9 @@
 Run as root from the repo root.  Prints PASS/FAIL/SKIP per test and a last
 line "integration: N passed, N failed, N skipped"; exits 1 if any failed.
 -k NAME keeps the tests whose name contains NAME (repeatable).
-DUPCACHE_TEST_READY_SECONDS (default 60): how long --watch may take to load
-(make vmtest's kernel runs under QEMU/TCG, where verifying is slow).
+DUPCACHE_TEST_READY_SECONDS (default 60): how long --watch may take to load,
+DUPCACHE_TEST_SLOW (default 1): a factor for every --watch window (make
+vmtest's kernel runs under QEMU/TCG, where everything is slow).
 """
 import argparse
 import ctypes
@@ -161,6 +162,8 @@ class Watch:
     """dupcache report --json --watch SECONDS running in the background."""
 
     def __init__(self, paths, seconds, extra=(), env=None):
+        # a slow machine (make vmtest's QEMU/TCG) gets longer windows
+        seconds *= float(os.environ.get('DUPCACHE_TEST_SLOW', '1'))
         self.seconds = seconds
         self.cmd = [BIN, 'report', '--json', '--watch', str(seconds),
                     '-n', '0'] + list(extra) + list(paths)
@@ -683,13 +686,9 @@ def attached_programs(pid):
         hit = re.search(r'^link_type:.*\n(?:.*\n)*?prog_id:\s*(\d+)', info, re.M)
         if hit:
             ids.add(int(hit.group(1)))
-    names = set()
-    for i in ids:
-        out = run(['bpftool', 'prog', 'show', 'id', str(i), '-j'],
-                  check=False).stdout.decode()
-        if out.strip():
-            names.add(json.loads(out)['name'])
-    return names
+    # one bpftool for all: each run costs seconds under QEMU/TCG
+    progs = json.loads(run(['bpftool', 'prog', 'show', '-j']).stdout.decode())
+    return {p['name'] for p in progs if p['id'] in ids}
 
 
 def change_hooks(w):
@@ -979,7 +978,7 @@ def w_changed_groups(fs, m):
 def held_maps(pid):
     """{name: max_entries} of the BPF maps process pid holds, from its fds'
     fdinfo (map_id) and bpftool, not from the tool."""
-    out = {}
+    ids = set()
     fddir = '/proc/%d/fdinfo' % pid
     for fd in os.listdir(fddir):
         try:
@@ -988,14 +987,10 @@ def held_maps(pid):
         except OSError:
             continue
         hit = re.search(r'^map_id:\s*(\d+)', info, re.M)
-        if not hit:
-            continue
-        j = run(['bpftool', 'map', 'show', 'id', hit.group(1), '-j'],
-                check=False).stdout.decode()
-        if j.strip():
-            j = json.loads(j)
-            out[j['name']] = j['max_entries']
-    return out
+        if hit:
+            ids.add(int(hit.group(1)))
+    maps = json.loads(run(['bpftool', 'map', 'show', '-j']).stdout.decode())
+    return {m['name']: m['max_entries'] for m in maps if m['id'] in ids}
 
 
 @watch_test('watch_sparse_holes_cost_nothing')

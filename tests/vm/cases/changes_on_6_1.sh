@@ -7,7 +7,7 @@
 # one passed: none may skip, since 6.1 has every hook they need.
 : "${VMTEST_BIN:?}"
 log=/tmp/changes_on_6_1.log
-export DUPCACHE_TEST_READY_SECONDS=300
+export DUPCACHE_TEST_READY_SECONDS=300 DUPCACHE_TEST_SLOW=4
 /usr/bin/python3 tests/test_integration.py --bin "$VMTEST_BIN" \
 	-k watch_overlayfs_copy_up -k watch_fallocate -k watch_ia32_clone \
 	-k watch_btrfs_snapshot 2>&1 | tee "$log"
