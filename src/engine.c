@@ -1120,8 +1120,8 @@ void engine_counts(struct engine *e, struct dup_counts *out)
 		e->file_resident[i] = engine_file_resident(&e->files[i]);
 	for (size_t g = 0; g < e->ngroups; g++)
 		e->group_dup[g] = __atomic_load_n(&e->group_stats[g].dup, __ATOMIC_RELAXED);
-	out->file_resident = e->file_resident;
-	out->group_dup = e->group_dup;
+	/* the fair shares are the caller's to add (engine_dup_shares()) */
+	*out = (struct dup_counts){ .file_resident = e->file_resident, .group_dup = e->group_dup };
 }
 
 /* The live totals plus what earlier loads of the engine counted. */
