@@ -34,14 +34,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct dc_segment);
+	__type(value, struct dc_span); /* struct dc_segment */
 } segments SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct dc_run);
+	__type(value, struct dc_span); /* struct dc_run */
 } runs SEC(".maps");
 
 /* Made when a hole's page is cached, not before; emptied by the loader's fill. */
@@ -249,46 +249,46 @@ struct range_ctx {
 	__u32 cgroup;       /* adds: slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
 	bool seeding;       /* the loader's replay of mincore, not an event */
-	/* Cursors on the segment and run found last: folios walk pages in order. */
-	__u64 seg_lpage;
-	__u64 seg_end;
-	__u64 seg_slot;
-	__u64 run_lpage;
-	__u64 run_end;
-	__u64 run_bit;
+	/* The segment and the run found last: folios walk pages in order. */
+	struct dc_span seg;
+	struct dc_span run;
 };
 
-/* Find the run holding file page idx; false in a hole. */
-static __always_inline bool find_run(struct range_ctx *c, __u64 idx)
+/*
+ * The span of map (segments or runs) that holds file page idx, among a
+ * file's count spans from first (sorted by lpage), into *last, which is
+ * looked at first; false when none holds it.
+ */
+static __always_inline bool find_span(void *map, __u32 first, __u32 count, struct dc_span *last,
+				      __u64 idx)
 {
-	__u32 lo = 0, hi = c->file->run_count, first = c->file->run_first;
+	__u32 lo = 0, hi = count, key;
+	struct dc_span *s;
 
-	if (idx >= c->run_lpage && idx < c->run_end)
+	if (idx >= last->lpage && idx < last->lpage + last->npages)
 		return true;
-	/* The last run starting at or before idx. */
+	/* The last span starting at or before idx. */
 	for (int i = 0; i < DC_SEG_SEARCH_STEPS && lo < hi; i++) {
-		__u32 mid = lo + (hi - lo) / 2, key = first + mid;
-		struct dc_run *r = bpf_map_lookup_elem(&runs, &key);
+		__u32 mid = lo + (hi - lo) / 2;
 
-		if (!r) {
+		key = first + mid;
+		s = bpf_map_lookup_elem(map, &key);
+		if (!s) {
 			__sync_fetch_and_add(&totals.missing_entry, 1);
 			return false;
 		}
-		if (r->lpage <= idx)
+		if (s->lpage <= idx)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	if (lo == 0)
 		return false;
-	__u32 key = first + lo - 1;
-	struct dc_run *r = bpf_map_lookup_elem(&runs, &key);
-
-	if (!r || idx >= r->lpage + r->npages)
+	key = first + lo - 1;
+	s = bpf_map_lookup_elem(map, &key);
+	if (!s || idx >= s->lpage + s->npages)
 		return false;
-	c->run_lpage = r->lpage;
-	c->run_end = r->lpage + r->npages;
-	c->run_bit = r->bit;
+	*last = *s;
 	return true;
 }
 
@@ -311,8 +311,8 @@ static __always_inline bool page_ref(struct range_ctx *c, __u64 idx, struct page
 	struct dc_hole_key key = { .file_id = c->file_id, .index = idx };
 	__u64 zero = 0, *w;
 
-	if (find_run(c, idx)) {
-		__u64 entry = c->run_bit + (idx - c->run_lpage);
+	if (find_span(&runs, c->file->run_first, c->file->run_count, &c->run, idx)) {
+		__u64 entry = c->run.base + (idx - c->run.lpage);
 		__u32 word = entry / DC_PAGES_PER_WORD, cw = entry / 4;
 		__u64 *tags;
 
@@ -338,40 +338,6 @@ static __always_inline bool page_ref(struct range_ctx *c, __u64 idx, struct page
 	r->word = w;
 	r->shift = 0;
 	r->tag = (__u16 *)w + DC_HOLE_TAG_SHIFT / 16;
-	return true;
-}
-
-/* Find the segment holding file page idx; false when it maps to no slot. */
-static __always_inline bool find_segment(struct range_ctx *c, __u64 idx)
-{
-	__u32 lo = 0, hi = c->file->seg_count, first = c->file->seg_first;
-
-	if (idx >= c->seg_lpage && idx < c->seg_end)
-		return true;
-	/* The last segment starting at or before idx. */
-	for (int i = 0; i < DC_SEG_SEARCH_STEPS && lo < hi; i++) {
-		__u32 mid = lo + (hi - lo) / 2, key = first + mid;
-		struct dc_segment *s = bpf_map_lookup_elem(&segments, &key);
-
-		if (!s) {
-			__sync_fetch_and_add(&totals.missing_entry, 1);
-			return false;
-		}
-		if (s->lpage <= idx)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == 0)
-		return false;
-	__u32 key = first + lo - 1;
-	struct dc_segment *s = bpf_map_lookup_elem(&segments, &key);
-
-	if (!s || idx >= s->lpage + s->npages)
-		return false;
-	c->seg_lpage = s->lpage;
-	c->seg_end = s->lpage + s->npages;
-	c->seg_slot = s->slot;
 	return true;
 }
 
@@ -424,9 +390,9 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	__u32 *copies, old;
 	__u64 slot, *pair;
 
-	if (!find_segment(c, idx))
+	if (!find_span(&segments, c->file->seg_first, c->file->seg_count, &c->seg, idx))
 		return;
-	slot = c->seg_slot + (idx - c->seg_lpage);
+	slot = c->seg.base + (idx - c->seg.lpage);
 	word = slot / 2;
 	pair = bpf_map_lookup_elem(&slot_copies, &word);
 	if (!pair) {

@@ -109,6 +109,16 @@ struct dc_run {
 	__u64 bit;
 };
 
+/*
+ * The programs' one view of a segment and of a run: file pages
+ * [lpage, lpage + npages) map to base + k (slots, or entries in `pages`).
+ */
+struct dc_span {
+	__u64 lpage;
+	__u64 npages;
+	__u64 base;
+};
+
 /* A page cached in a hole: its file and page, and its DC_PAGE_* bits, cgroup slot at bit 16. */
 struct dc_hole_key {
 	__u32 file_id;
@@ -122,6 +132,13 @@ struct dc_segment {
 	__u64 npages;
 	__u64 slot;   /* slot of lpage; lpage + k uses slot + k */
 };
+
+_Static_assert(sizeof(struct dc_segment) == sizeof(struct dc_span) &&
+	       __builtin_offsetof(struct dc_segment, slot) == __builtin_offsetof(struct dc_span, base),
+	       "a segment is a span");
+_Static_assert(sizeof(struct dc_run) == sizeof(struct dc_span) &&
+	       __builtin_offsetof(struct dc_run, bit) == __builtin_offsetof(struct dc_span, base),
+	       "a run is a span");
 
 struct dc_group_stats {
 	__u64 dup;    /* sum over the group's slots of max(0, copies - 1) */

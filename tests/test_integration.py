@@ -671,10 +671,9 @@ def w_new_clone(fs, m):
         mib(j['peak_dup_bytes']), mib(16 * MiB)))
 
 
-def attached_programs(pid):
-    """The names of the BPF programs process pid has attached, read from its
-    link fds in /proc (fdinfo's prog_id) and bpftool, not from the tool.
-    Names are cut to 15 characters, as the kernel keeps them."""
+def fdinfo_ids(pid, field, kind=None):
+    """The ids (prog_id, map_id) that process pid's fds name in their
+    fdinfo; with kind, only fds with that fdinfo line (link_type: a link)."""
     ids = set()
     fddir = '/proc/%d/fdinfo' % pid
     for fd in os.listdir(fddir):
@@ -683,9 +682,17 @@ def attached_programs(pid):
                 info = f.read()
         except OSError:
             continue
-        hit = re.search(r'^link_type:.*\n(?:.*\n)*?prog_id:\s*(\d+)', info, re.M)
-        if hit:
+        hit = re.search(r'^%s:\s*(\d+)' % field, info, re.M)
+        if hit and (kind is None or re.search(r'^%s:' % kind, info, re.M)):
             ids.add(int(hit.group(1)))
+    return ids
+
+
+def attached_programs(pid):
+    """The names of the BPF programs process pid has attached (its link
+    fds), from /proc and bpftool, not from the tool.  Names are cut to 15
+    characters, as the kernel keeps them."""
+    ids = fdinfo_ids(pid, 'prog_id', 'link_type')
     # one bpftool for all: each run costs seconds under QEMU/TCG
     progs = json.loads(run(['bpftool', 'prog', 'show', '-j']).stdout.decode())
     return {p['name'] for p in progs if p['id'] in ids}
@@ -976,19 +983,9 @@ def w_changed_groups(fs, m):
 
 
 def held_maps(pid):
-    """{name: max_entries} of the BPF maps process pid holds, from its fds'
-    fdinfo (map_id) and bpftool, not from the tool."""
-    ids = set()
-    fddir = '/proc/%d/fdinfo' % pid
-    for fd in os.listdir(fddir):
-        try:
-            with open(os.path.join(fddir, fd)) as f:
-                info = f.read()
-        except OSError:
-            continue
-        hit = re.search(r'^map_id:\s*(\d+)', info, re.M)
-        if hit:
-            ids.add(int(hit.group(1)))
+    """{name: max_entries} of the BPF maps process pid holds, from /proc
+    and bpftool, not from the tool."""
+    ids = fdinfo_ids(pid, 'map_id')
     maps = json.loads(run(['bpftool', 'map', 'show', '-j']).stdout.decode())
     return {m['name']: m['max_entries'] for m in maps if m['id'] in ids}
 
