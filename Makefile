@@ -105,8 +105,17 @@ demo: deps
 	$(MAKE) all
 	bash tests/demo.sh ./dupcache
 
+# The bench's reference program: an empty tp_btf on the engine's tracepoint.
+BENCH_TOOLS := $(OUT)/empty.bpf.o $(OUT)/bench_empty
+
+$(OUT)/empty.bpf.o: bench/empty.bpf.c vmlinux.h | $(OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(OUT)/bench_empty: bench/empty.c | $(OUT)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
 bench: deps
-	$(MAKE) all
+	$(MAKE) all $(BENCH_TOOLS)
 	bash bench/run.sh ./dupcache
 
 # `make test` runs the churn test for 40 s per filesystem; this runs it long.

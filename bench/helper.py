@@ -179,16 +179,17 @@ def find_prog(pid, name):
     die(f"process {pid} holds no BPF program named {name}")
 
 
-def bss_totals(prog):
-    """The engine's .bss totals (pages added/removed of tracked files)."""
+def engine_totals(prog):
+    """The engine's global totals (pages added/removed of tracked files), from its data section."""
     for map_id in prog.get("map_ids", []):
         m = bpftool("map", "show", "id", str(map_id))
-        if not m.get("name", "").endswith(".bss"):
+        if ".data" not in m.get("name", "") and ".bss" not in m.get("name", ""):
             continue
         for entry in bpftool("map", "dump", "id", str(map_id)):
-            for part in entry.get("formatted", {}).get("value", {}).get(".bss", []):
-                if "totals" in part:
-                    return part["totals"]
+            for sec in entry.get("formatted", {}).get("value", {}).values():
+                for part in sec if isinstance(sec, list) else []:
+                    if "totals" in part:
+                        return part["totals"]
     return {}
 
 
@@ -198,7 +199,7 @@ def progstat(pid, name):
         # bpftool leaves the fields out while kernel.bpf_stats_enabled has never been on
         prog.setdefault("run_time_ns", 0)
         prog.setdefault("run_cnt", 0)
-    t = bss_totals(prog)
+    t = engine_totals(prog)
     print(prog["id"], prog["run_time_ns"], prog["run_cnt"], t.get("added", -1), t.get("removed", -1))
 
 

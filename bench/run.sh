@@ -21,7 +21,8 @@
 # BENCH_COLD_PASSES (cold reads of the 1 GiB tree per sample, default 1),
 # BENCH_REPS (repetitions of the BPF run-time windows, default 7),
 # BENCH_RAND_READS (random 4 KiB reads per window, default 16384),
-# BENCH_SNAP_REPS (dupcache/fincore snapshot pairs, default 9).
+# BENCH_SNAP_REPS (dupcache/fincore snapshot pairs, default 9),
+# BENCH_SECTIONS (the sections to run, default "1 2 2d 3 5"; 4 runs with 2).
 #
 # Page cache is dropped per file with POSIX_FADV_DONTNEED, never through
 # /proc/sys/vm/drop_caches.  Everything created here (loop devices, mounts,
@@ -41,6 +42,8 @@ CLONE_MIB=256          # one file of this size + 3 reflinked clones = 1 GiB
 SMALL_DIRS=50          # originals; as many directories of reflinked copies
 SMALL_FILES=100        # per directory
 SMALL_SIZE=16384
+SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 5} "
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -268,6 +271,7 @@ others=$(bpftool -j prog show 2>/dev/null | "$PY" -c 'import json,sys; print(sum
 [ "${others:-0}" = 0 ] || note "$others folio_added program(s) of other processes were loaded at the start (other dupcache runs): they add to every page-cache event, with and without our engine"
 
 # ---------------------------------------------------------------- 1: cold read
+if section 1; then
 say "1: cold sequential read of 4 x $CLONE_MIB MiB reflinked files, engine off/on, $COLD_REPS pairs of $COLD_PASSES passes"
 h coldread "${TRACKED[@]}" >/dev/null # warm-up, untimed
 # One sample: COLD_PASSES cold reads of the whole tree (each drops it first),
@@ -331,35 +335,37 @@ else
 	row "1 cold read slowdown (%)" "bench failed" "<= 1" "ERR"
 	BROKEN=1
 fi
+fi
 
 # ---------------------------------------------------------------- 2 + 4: BPF run time, memory
+if section 2; then
 say "2: BPF run time per event (kernel.bpf_stats_enabled=1), $REPS repetitions"
 STATS_PREV=$(sysctl -n kernel.bpf_stats_enabled) || die "cannot read kernel.bpf_stats_enabled"
 sysctl -qw kernel.bpf_stats_enabled=1 || die "cannot set kernel.bpf_stats_enabled=1"
 if start_engine "$MNT_A"; then
-	# A reference program on the same events, for the floor of this measurement
-	# (bpf_stats adds two sched_clock() reads per run): a one-counter bpftrace
-	# program on the same tracepoint.  Optional.
+	# The reference: an empty tp_btf program on the same tracepoint
+	# (build/bench_empty, `make bench` builds it), the floor of this
+	# measurement: the tracepoint's dispatch and bpf_stats' two clock reads.
 	REF_OK=0
-	if command -v bpftrace >/dev/null; then
-		bpftrace -e 'tracepoint:filemap:mm_filemap_add_to_page_cache { @c = count(); }' \
-			>"$WORK/bpftrace.out" 2>&1 &
+	REF_BIN=$HERE/../build/bench_empty REF_OBJ=$HERE/../build/empty.bpf.o
+	if [ -x "$REF_BIN" ] && [ -r "$REF_OBJ" ]; then
+		"$REF_BIN" "$REF_OBJ" >"$WORK/ref.out" 2>&1 &
 		REF_PID=$!
 		for ((i = 0; i < 400; i++)); do
-			h progstat "$REF_PID" 'mm_filemap_add*' >/dev/null 2>&1 && break
+			grep -q '^attached' "$WORK/ref.out" && break
 			kill -0 "$REF_PID" 2>/dev/null || break
 			sleep 0.05
 		done
-		if h progstat "$REF_PID" 'mm_filemap_add*' >/dev/null 2>&1; then
+		if grep -q '^attached' "$WORK/ref.out"; then
 			REF_OK=1
 		else
-			note "2: the bpftrace reference program did not load: $(tail -1 "$WORK/bpftrace.out")"
+			note "2: the empty reference program did not load: $(tail -1 "$WORK/ref.out")"
 			stop_ref
 		fi
 	else
-		note "2: no bpftrace: no reference figure for the measurement floor"
+		note "2: no $REF_BIN: no reference figure (make bench builds it)"
 	fi
-	ref() { if ((REF_OK)) && [ -n "$REF_PID" ]; then h progstat "$REF_PID" 'mm_filemap_add*'; else echo "0 0 0 0 0"; fi; }
+	ref() { if ((REF_OK)) && [ -n "$REF_PID" ]; then h progstat "$REF_PID" empty_added; else echo "0 0 0 0 0"; fi; }
 	# delta S0 S1 -> "ns_per_event events tracked_pages run_time_ns"
 	delta() {
 		local a=($1) b=($2)
@@ -408,10 +414,15 @@ if start_engine "$MNT_A"; then
 
 	if ((${#TC[@]} == REPS)); then
 		m=$(median "${UA[@]}")
-		row "2a folio_added, untracked inode, seq read (ns/event)" "$m ($(median "${UA_EV[@]}") events/rep)" "<= 50" "$(status "$m" '<=' 50)"
+		# ratio_to NS REF_NS...: NS against the median of the empty program's run
+		# on the same events ("nan" without the reference)
+		ratio_to() { if ((REF_OK)); then calc '%.2f' "$1 / $(median "${@:2}")"; else echo nan; fi; }
+		x=$(ratio_to "$m" "${UA_REF[@]}")
+		row "2a folio_added, untracked inode, seq read (ns/event; x empty)" "$m (${x}x; $(median "${UA_EV[@]}") events/rep)" "<= 1.3x" "$(status "$x" '<=' 1.3)"
 		[ "$(median "${UA_TP[@]}")" = 0 ] || note "2a: tracked pages were added while reading the untracked file (median $(median "${UA_TP[@]}") per rep)"
 		ua=$(median "${UR[@]}")
-		row "2a' folio_added, untracked inode, random 4 KiB (ns/event)" "$ua ($(median "${UR_EV[@]}") events/rep)" "<= 50" "$(status "$ua" '<=' 50)"
+		x=$(ratio_to "$ua" "${UR_REF[@]}")
+		row "2a' folio_added, untracked inode, random 4 KiB (ns/event; x empty)" "$ua (${x}x; $(median "${UR_EV[@]}") events/rep)" "<= 1.3x" "$(status "$x" '<=' 1.3)"
 		# Other processes' page-cache events land in the same counters: use the
 		# repetitions with (almost) none, else subtract them at the untracked cost.
 		clean=() corr=()
@@ -427,7 +438,9 @@ if start_engine "$MNT_A"; then
 			m=$(median "${corr[@]}")
 			note "2b: every repetition had > 1% events of other processes: their count subtracted at the 2a' cost (raw: $(median "${TB[@]}") ns)"
 		fi
-		row "2b folio_added, tracked 4 KiB folio (ns/event)" "$m" "<= 300" "$(status "$m" '<=' 300)"
+		x=$(ratio_to "$m" "${TB_REF[@]}")
+		row "2b folio_added, tracked 4 KiB folio (ns/event)" "$m" "<= 150" "$(status "$m" '<=' 150)"
+		row "2b folio_added, tracked 4 KiB folio (x empty)" "${x}x" "<= 3x" "$(status "$x" '<=' 3)"
 		TB_MEDIAN=$m
 		ev=$(median "${TB_EV[@]}") tp=$(median "${TB_TP[@]}")
 		row "2b   check: per random 4 KiB read: events, tracked pages" \
@@ -439,9 +452,10 @@ if start_engine "$MNT_A"; then
 		done
 		m=$(median "${TC[@]}") ev=$(median "${TC_EV[@]}") tp=$(median "${TC_TP[@]}")
 		row "2c folio_added, tracked seq read (ns/event)" "$m ($(calc '%.1f' "$tp / ($ev > 0 ? $ev : 1)") pages/event)" "-" "info"
-		row "2c folio_added, tracked seq read (ns/page)" "$(median "${nsp[@]}")" "-" "info"
+		m=$(median "${nsp[@]}")
+		row "2c folio_added, tracked seq read (ns/page)" "$m" "<= 10" "$(status "$m" '<=' 10)"
 		if ((REF_OK)); then
-			row "2  reference: bpftrace count() on the same events (ns/event)" \
+			row "2  reference: empty tp_btf program on the same events (ns/event)" \
 				"$(median "${UA_REF[@]}") / $(median "${UR_REF[@]}") / $(median "${TB_REF[@]}") / $(median "${TC_REF[@]}") (a/a'/b/c)" "-" "info"
 		fi
 	else
@@ -450,7 +464,8 @@ if start_engine "$MNT_A"; then
 	if [ -n "$memjson" ]; then
 		read -r mapb hwm rss <<<"$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["map_bytes"], d.get("VmHWM",0), d.get("VmRSS",0))' "$memjson")"
 		gibs=$(calc '%.6f' "$shared / 1073741824")
-		row "4 kernel map memory (bytes_memlock, KiB per GiB shared)" "$(calc '%.1f' "$mapb / 1024 / $gibs") (total $(calc '%.1f' "$mapb / 1024") KiB)" "-" "info"
+		kpg=$(calc '%.1f' "$mapb / 1024 / $gibs")
+		row "4 kernel map memory (bytes_memlock, KiB per GiB shared)" "$kpg (total $(calc '%.1f' "$mapb / 1024") KiB)" "<= 1024" "$(status "$kpg" '<=' 1024)"
 		row "4 userspace VmHWM (MiB per GiB shared)" "$(calc '%.2f' "$hwm / 1048576 / $gibs")" "-" "info"
 		row "4 userspace VmRSS (MiB per GiB shared)" "$(calc '%.2f' "$rss / 1048576 / $gibs")" "-" "info"
 		biggest=$("$PY" -c '
@@ -467,8 +482,10 @@ else
 	BROKEN=1
 fi
 sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV" && STATS_PREV=
+fi
 
 # ---------------------------------------------------------------- 2d: task attribution's cost
+if section 2d; then
 # 2b's reads again, with `top --by process` as the engine: its programs carry
 # the per-process attribution that every other command loads switched off
 # (2b). Every page read in f1 is a duplicate of f0's, so each one is attributed.
@@ -502,8 +519,10 @@ if declare -F measure >/dev/null && [ -n "$TB_MEDIAN" ]; then
 		row "2d task attribution" "bench failed: $(head -c 200 "$WORK/tasks.err")" "-" "ERR"
 	fi
 fi
+fi
 
 # ---------------------------------------------------------------- 3: snapshot vs fincore
+if section 3; then
 say "3: dupcache report (snapshot) vs fincore on $nsmall small files, $SNAP_REPS alternating pairs"
 json=$("$BIN" report --json "$MNT_B/small") ; rc=$?
 [ "$rc" = 0 ] || note "3: dupcache report --json exited $rc"
@@ -533,8 +552,10 @@ min_ratio=$(calc '%.2f' "$(printf '%s\n' "${DC[@]}" | sort -g | head -1) / $(pri
 row "3 snapshot, $nsmall files: dupcache report (median s)" "$(calc '%.3f' "$m_dc") [$(spread "${DC[@]}")]" "-" "-"
 row "3 snapshot, $nsmall files: find | xargs fincore (median s)" "$(calc '%.3f' "$m_fc") [$(spread "${FC[@]}")]" "-" "-"
 row "3 snapshot ratio dupcache / fincore, medians" "${ratio}x (mins ${min_ratio}x)" "<= 1.0x" "$( ((snap_ok)) && status "$ratio" '<=' 1.0 || echo ERR)"
+fi
 
 # ---------------------------------------------------------------- 5: top's own cost
+if section 5; then
 # The view's CPU time between frames, once the scan and the engine are up:
 # a tree of TOP_FILES 4 KiB files, half of them reflinked copies, all read.
 TOP_FILES=${TOP_FILES:-100000}
@@ -564,6 +585,7 @@ if h mktree "$MNT_B/many/o" 100 "$per_dir" 4096 && cp -r --reflink=always "$MNT_
 	fi
 else
 	row "5 dupcache top CPU" "creating the $TOP_FILES-file tree failed" "-" "ERR"
+fi
 fi
 
 [ "$(sha256sum "$BIN" | cut -d' ' -f1)" = "$BIN_SUM" ] ||

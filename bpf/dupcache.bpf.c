@@ -44,11 +44,15 @@ struct {
 	__type(value, struct dc_span); /* struct dc_run */
 } runs SEC(".maps");
 
-/* Made when a hole's page is cached, not before; emptied by the loader's fill. */
+/*
+ * Made when a hole's page is cached, not before; emptied by the loader's
+ * fill, which sizes it by the holes' pages it saw cached (a hash table's
+ * buckets are allocated whole).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DC_MAX_HOLE_PAGES);
+	__uint(max_entries, 1);
 	__type(key, struct dc_hole_key);
 	__type(value, __u64);
 } hole_pages SEC(".maps");
@@ -121,6 +125,28 @@ struct {
 	__type(value, struct cgroup_memo);
 } last_cgroup SEC(".maps");
 
+/*
+ * The file of this CPU's last page-cache event, tracked or not, and where
+ * its last pages were found: the next folio of the same file (readahead,
+ * a reader's next page) skips the hash lookup and the binary searches.
+ * The loader empties it whenever it fills the maps (file ids change).
+ */
+#define DC_UNTRACKED 0xffffffffu
+struct file_memo {
+	struct dc_file_key key;
+	__u32 file_id;      /* DC_UNTRACKED: not a tracked file */
+	__u32 valid;
+	struct dc_span seg;
+	struct dc_span run;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct file_memo);
+} last_file SEC(".maps");
+
 /* Start of a direct or memcg reclaim, by thread. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -151,7 +177,8 @@ struct {
 	.values = { [0] = &grace_inner },
 };
 
-struct dc_totals totals;
+/* Apart from the configuration below, which every event reads: these lines are written. */
+struct dc_totals totals SEC(".data.totals");
 const volatile __u32 page_shift = 12;
 /* Set by the loader while it rewrites the maps; accounting waits. */
 volatile __u32 paused;
@@ -241,18 +268,51 @@ static __always_inline void raise_peak(__u64 dup)
 	}
 }
 
+/*
+ * One event's (or one seeding call's) accounting.  The per-page work is
+ * the page's state and its physical page's copy count; everything else is
+ * gathered here and added once per folio: a large folio pays one atomic
+ * per counter, not one per page.  A folio enters the page cache (or
+ * leaves it) as a whole, so adding its duplicates at once also keeps the
+ * peak exact: the peak is the duplicate count after an event.
+ */
 struct range_ctx {
-	struct dc_file *file;
 	__u32 file_id;
-	__u64 index;        /* first page of the range */
-	int delta;          /* +1 page added, -1 page removed */
+	__u64 index;        /* next page to account */
+	__u64 end;          /* past the last one */
+	int delta;          /* +1 pages added, -1 pages removed */
 	__u32 cgroup;       /* adds: slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
 	bool seeding;       /* the loader's replay of mincore, not an event */
 	/* The segment and the run found last: folios walk pages in order. */
 	struct dc_span seg;
 	struct dc_span run;
+	/* Gathered over the range. */
+	__u64 pages;        /* pages whose state changed */
+	__u64 refaults;
+	__s64 dup;          /* change of the duplicate count */
+	__u32 cg_slot;      /* the cgroup the pending count below goes to */
+	__u64 cg_pages, cg_refaults;
+	/*
+	 * The piece being accounted: pages [piece_start, piece_end) share a
+	 * state word, changed at once; their old states, the lanes that
+	 * changed, and the lane of piece_start.
+	 */
+	__u64 piece_start, piece_end;
+	__u64 piece_old, piece_changed;
+	__u32 piece_lane;
 };
+
+/* Each CPU's range being accounted, by kind: events can interrupt a seeding call. */
+#define RANGE_ADD 0
+#define RANGE_REMOVE 1
+#define RANGE_SEED 2
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, struct range_ctx);
+} ranges SEC(".maps");
 
 /*
  * The span of map (segments or runs) that holds file page idx, among a
@@ -289,55 +349,6 @@ static __always_inline bool find_span(void *map, __u32 first, __u32 count, struc
 	if (!s || idx >= s->lpage + s->npages)
 		return false;
 	*last = *s;
-	return true;
-}
-
-/* Where page idx keeps its state bits and its cgroup slot. */
-struct page_ref {
-	__u64 *word;
-	__u32 shift;
-	__u16 *tag;
-};
-
-/*
- * A data page's entries are in `pages` and `page_cgroup`; a hole's page
- * gets an entry of its own the first time the kernel caches it (or drops
- * it: a removal marks it GONE for the seeding).  False when there is no
- * room: the page is then left out of every count, its adds and removals
- * alike, and counted in holes_full.
- */
-static __always_inline bool page_ref(struct range_ctx *c, __u64 idx, struct page_ref *r)
-{
-	struct dc_hole_key key = { .file_id = c->file_id, .index = idx };
-	__u64 zero = 0, *w;
-
-	if (find_span(&runs, c->file->run_first, c->file->run_count, &c->run, idx)) {
-		__u64 entry = c->run.base + (idx - c->run.lpage);
-		__u32 word = entry / DC_PAGES_PER_WORD, cw = entry / 4;
-		__u64 *tags;
-
-		r->word = bpf_map_lookup_elem(&pages, &word);
-		r->shift = (entry % DC_PAGES_PER_WORD) * DC_PAGE_BITS;
-		tags = bpf_map_lookup_elem(&page_cgroup, &cw);
-		if (!r->word || !tags) {
-			__sync_fetch_and_add(&totals.missing_entry, 1);
-			return false;
-		}
-		r->tag = (__u16 *)tags + (entry & 3);
-		return true;
-	}
-	w = bpf_map_lookup_elem(&hole_pages, &key);
-	if (!w) {
-		bpf_map_update_elem(&hole_pages, &key, &zero, BPF_NOEXIST);
-		w = bpf_map_lookup_elem(&hole_pages, &key);
-	}
-	if (!w) {
-		__sync_fetch_and_add(&totals.holes_full, 1);
-		return false;
-	}
-	r->word = w;
-	r->shift = 0;
-	r->tag = (__u16 *)w + DC_HOLE_TAG_SHIFT / 16;
 	return true;
 }
 
@@ -382,15 +393,38 @@ static __always_inline void attribute_task(bool dup)
 		__sync_fetch_and_add(&t->dup_added, 1);
 }
 
-/* The page's physical copy count, and with it the duplicate counters. */
-static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
+/* The cgroup counts gathered so far, into their cgroup. */
+static __always_inline void flush_cgroup(struct range_ctx *c)
 {
-	__u32 group = c->file->group, word;
-	struct dc_group_stats *g;
-	__u32 *copies, old;
+	struct dc_cgroup_stats *cg;
+	__u32 slot = c->cg_slot;
+
+	if (!c->cg_pages)
+		return;
+	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
+	if (cg) {
+		if (c->seeding) {
+			__sync_fetch_and_add(&cg->resident_base, c->cg_pages);
+		} else if (c->delta > 0) {
+			__sync_fetch_and_add(&cg->added, c->cg_pages);
+			if (c->cg_refaults)
+				__sync_fetch_and_add(&cg->refaults, c->cg_refaults);
+		} else {
+			__sync_fetch_and_add(&cg->removed, c->cg_pages);
+			if (c->reclaim)
+				__sync_fetch_and_add(&cg->reclaimed, c->cg_pages);
+		}
+	}
+	c->cg_pages = c->cg_refaults = 0;
+}
+
+/* The physical page's copy count; the duplicate count's change is gathered. */
+static __always_inline void account_copy(struct range_ctx *c, struct dc_file *file, __u64 idx)
+{
+	__u32 *copies, old, word;
 	__u64 slot, *pair;
 
-	if (!find_span(&segments, c->file->seg_first, c->file->seg_count, &c->seg, idx))
+	if (!find_span(&segments, file->seg_first, file->seg_count, &c->seg, idx))
 		return;
 	slot = c->seg.base + (idx - c->seg.lpage);
 	word = slot / 2;
@@ -404,135 +438,243 @@ static __always_inline void account_copy(struct range_ctx *c, __u64 idx)
 	if (c->delta > 0 && !c->seeding)
 		attribute_task(old >= 1);
 	/* Only a second or later copy changes the duplicate count. */
-	if (c->delta > 0 ? old < 1 : old < 2)
+	if (c->delta > 0 ? old >= 1 : old >= 2)
+		c->dup += c->delta;
+}
+
+/* A page whose state changed (old: its state before): its counts and its copy. */
+static __always_inline void account_page(struct range_ctx *c, struct dc_file *file, __u64 idx,
+					 __u32 old)
+{
+	/* A removal goes to the cgroup its add was counted in. */
+	__u32 slot = c->delta > 0 ? c->cgroup : old >> DC_PAGE_CGROUP_SHIFT & DC_PAGE_CGROUP_MASK;
+
+	if (slot != c->cg_slot) {
+		flush_cgroup(c);
+		c->cg_slot = slot;
+	}
+	c->pages++;
+	c->cg_pages++;
+	if (c->delta > 0 && !c->seeding && (old & DC_PAGE_RECLAIMED)) {
+		c->refaults++;
+		c->cg_refaults++;
+	}
+	if (file->seg_count)
+		account_copy(c, file, idx);
+}
+
+/* Bit 0 of each page's 16-bit state in a word of `pages`. */
+#define LANES 0x0001000100010001ULL
+
+/*
+ * New states for the pages of a state word whose lanes are set in `lanes`
+ * (bit 0 of each), all at once; *changed: the lanes whose counts change.
+ * An add makes a page resident, tagged with its cgroup, unless it is
+ * resident already or (a seeded add) an event removed it since the fill:
+ * the event is newer than the seed's mincore.  A removal takes a resident
+ * page out (reclaim marks it, for its refault) and marks one that is not
+ * GONE, for the seeding.
+ */
+static __always_inline __u64 next_states(struct range_ctx *c, __u64 old, __u64 lanes, __u64 *changed)
+{
+	__u64 resident = old & lanes, gone = old >> 2 & lanes, ch, state;
+
+	_Static_assert(DC_PAGE_RESIDENT == 1 && DC_PAGE_GONE == 1 << 2, "lane bits");
+	if (c->delta > 0) {
+		ch = lanes & ~resident & (c->seeding ? ~gone : ~0ULL);
+		state = DC_PAGE_RESIDENT | (__u64)c->cgroup << DC_PAGE_CGROUP_SHIFT;
+		*changed = ch;
+		return (old & ~(ch * 0xffff)) | ch * state;
+	}
+	ch = resident;
+	state = c->reclaim ? DC_PAGE_RECLAIMED : 0;
+	*changed = ch;
+	return (old & ~(ch * 0xffff)) | ch * state | (lanes & ~resident) << 2;
+}
+
+/*
+ * Change the states of n pages, in lanes first .. first + n - 1 of *w, in
+ * one compare-and-swap (neighbours share the word: retry when another CPU
+ * changed it first); the piece remembers the old states and which pages
+ * changed, for the page-by-page accounting that follows.
+ */
+static __always_inline void change_states(struct range_ctx *c, __u64 *w, __u32 first, __u32 n)
+{
+	__u64 lanes = LANES >> (DC_PAGE_BITS * (DC_PAGES_PER_WORD - n)) << (DC_PAGE_BITS * first);
+	__u64 old = *w, new, seen, changed = 0;
+
+	c->piece_changed = 0;
+	for (int try = 0; try < 8; try++) {
+		new = next_states(c, old, lanes, &changed);
+		if (new == old)
+			break;
+		seen = __sync_val_compare_and_swap(w, old, new);
+		if (seen == old)
+			break;
+		old = seen;
+		if (try == 7) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return;
+		}
+	}
+	c->piece_old = old;
+	c->piece_changed = changed;
+	c->piece_lane = first;
+}
+
+/*
+ * The next piece of the range: data pages of one run in one word of
+ * `pages`, or one page cached in a hole, whose state gets an entry of its
+ * own in hole_pages the first time the kernel caches it (or drops it: a
+ * removal marks it GONE for the seeding).  With no room there, the page is
+ * left out of every count, its adds and removals alike, and counted in
+ * holes_full; its file is marked, so that the next rebuild sizes the map
+ * for it.  Returns false when the pages past idx cannot be accounted.
+ */
+static __always_inline bool start_piece(struct range_ctx *c, struct dc_file *file, __u64 idx)
+{
+	struct dc_hole_key key = { .file_id = c->file_id, .index = idx };
+	__u64 zero = 0, *w, entry, n;
+	__u32 word;
+
+	c->piece_start = idx;
+	if (find_span(&runs, file->run_first, file->run_count, &c->run, idx)) {
+		entry = c->run.base + (idx - c->run.lpage);
+		n = DC_PAGES_PER_WORD - entry % DC_PAGES_PER_WORD;
+		if (n > c->end - idx)
+			n = c->end - idx;
+		if (n > c->run.lpage + c->run.npages - idx)
+			n = c->run.lpage + c->run.npages - idx;
+		word = entry / DC_PAGES_PER_WORD;
+		w = bpf_map_lookup_elem(&pages, &word);
+		if (!w) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return false;
+		}
+		c->piece_end = idx + n;
+		change_states(c, w, entry % DC_PAGES_PER_WORD, n);
+		return true;
+	}
+	c->piece_end = idx + 1;
+	w = bpf_map_lookup_elem(&hole_pages, &key);
+	if (!w) {
+		bpf_map_update_elem(&hole_pages, &key, &zero, BPF_NOEXIST);
+		w = bpf_map_lookup_elem(&hole_pages, &key);
+	}
+	if (w) {
+		change_states(c, w, 0, 1);
+	} else {
+		__sync_fetch_and_add(&totals.holes_full, 1);
+		note_file_change(file);
+		c->piece_changed = 0;
+	}
+	return true;
+}
+
+/* The range's next page; 1 when the range is done. */
+static __always_inline int account_next(struct range_ctx *c, struct dc_file *file)
+{
+	__u64 idx = c->index;
+	__u32 shift;
+
+	if (idx >= c->end)
+		return 1;
+	if (idx >= file->npages) {
+		/* Grown since the scan: the loader must map it first. */
+		__sync_fetch_and_add(&totals.beyond_map, 1);
+		note_file_change(file);
+		return 1;
+	}
+	if (idx >= c->piece_end && !start_piece(c, file, idx))
+		return 1;
+	shift = (c->piece_lane + (idx - c->piece_start)) * DC_PAGE_BITS;
+	if (c->piece_changed >> shift & 1)
+		account_page(c, file, idx, c->piece_old >> shift & 0xffff);
+	c->index = idx + 1;
+	return c->index >= c->end;
+}
+
+/* bpf_loop's callback: the range is this CPU's ranges[*which]. */
+static int account_next_cb(__u32 i, __u32 *which)
+{
+	struct range_ctx *c = bpf_map_lookup_elem(&ranges, which);
+	struct dc_file *file = c ? bpf_map_lookup_elem(&files, &c->file_id) : NULL;
+
+	return file ? account_next(c, file) : 1;
+}
+
+/* What the range gathered, into the file's, the group's and the global counters. */
+static __always_inline void flush_range(struct range_ctx *c, struct dc_file *file)
+{
+	struct dc_group_stats *g;
+	__u32 group = file->group;
+
+	flush_cgroup(c);
+	if (c->pages) {
+		if (c->seeding) {
+			__sync_fetch_and_add(&file->resident_base, c->pages);
+		} else if (c->delta > 0) {
+			__sync_fetch_and_add(&file->added, c->pages);
+			if (c->refaults) {
+				__sync_fetch_and_add(&file->refaults, c->refaults);
+				__sync_fetch_and_add(&totals.refaults, c->refaults);
+			}
+		} else {
+			__sync_fetch_and_add(&file->removed, c->pages);
+			if (c->reclaim) {
+				__sync_fetch_and_add(&file->reclaimed, c->pages);
+				__sync_fetch_and_add(&totals.reclaimed, c->pages);
+			}
+		}
+	}
+	if (!c->dup)
 		return;
 	g = bpf_map_lookup_elem(&group_stats, &group);
 	if (!g) {
 		__sync_fetch_and_add(&totals.missing_entry, 1);
 		return;
 	}
-	if (c->delta > 0) {
-		__sync_fetch_and_add(&g->dup, 1);
-		raise_peak(__sync_fetch_and_add(&totals.dup, 1) + 1);
-	} else {
-		__sync_fetch_and_add(&g->dup, (__u64)-1);
-		__sync_fetch_and_add(&totals.dup, (__u64)-1);
-	}
+	__sync_fetch_and_add(&g->dup, (__u64)c->dup);
+	if (c->dup > 0)
+		raise_peak(__sync_fetch_and_add(&totals.dup, (__u64)c->dup) + c->dup);
+	else
+		__sync_fetch_and_add(&totals.dup, (__u64)c->dup);
 }
 
 /*
- * A page's new state bits; false when the page's counts do not change: an
- * add of a resident page, a removal of one that is not (that still marks
- * it GONE), and a seeded add of a page an event touched since the fill
- * (the event is newer than the seed's mincore).
+ * Account pages [index, index + npages) of a file, through ranges[which],
+ * this CPU's context for events of that kind (its fields are map memory,
+ * not stack: the verifier then need not follow every combination of
+ * their values through the counters).
  */
-static __always_inline bool next_state(struct range_ctx *c, __u64 old, __u64 *new)
+static __always_inline void account_range(__u32 which, struct dc_file *file, __u32 file_id,
+					  __u64 index, __u64 npages, int delta, __u32 cgroup,
+					  bool reclaim, bool seeding, struct dc_span *seg,
+					  struct dc_span *run)
 {
-	if (c->delta > 0) {
-		if ((old & DC_PAGE_RESIDENT) || (c->seeding && (old & DC_PAGE_GONE))) {
-			*new = old;
-			return false;
-		}
-		*new = DC_PAGE_RESIDENT | (c->cgroup == DC_CGROUP_UNKNOWN ? DC_PAGE_NO_CGROUP : 0);
-		return true;
-	}
-	if (!(old & DC_PAGE_RESIDENT)) {
-		*new = old | DC_PAGE_GONE;
-		return false;
-	}
-	*new = c->reclaim ? DC_PAGE_RECLAIMED : 0;
-	return true;
-}
+	struct range_ctx *c = bpf_map_lookup_elem(&ranges, &which);
 
-/*
- * One page: its state, the counts of its file and cgroup (reclaim and
- * refaults too), and its physical page's copies.
- */
-static int account_page(__u32 i, struct range_ctx *c)
-{
-	__u64 idx = c->index + i, *w, old, bits, new, seen;
-	__u32 shift, slot = c->cgroup;
-	struct dc_cgroup_stats *cg;
-	struct page_ref ref;
-	bool change = false;
-
-	if (idx >= c->file->npages) {
-		/* Grown since the scan: the loader must map it first. */
-		__sync_fetch_and_add(&totals.beyond_map, 1);
-		note_file_change(c->file);
-		return 1;
-	}
-	if (!page_ref(c, idx, &ref))
-		return 0;
-	w = ref.word;
-	shift = ref.shift;
-	/* Neighbours share the word: retry when one of them changed it first. */
-	old = *w;
-	for (int try = 0; try < 8; try++) {
-		bits = (old >> shift) & 0xf;
-		change = next_state(c, bits, &new);
-		if (new == bits)
-			return 0;
-		seen = __sync_val_compare_and_swap(w, old, (old & ~(0xfULL << shift)) | (new << shift));
-		if (seen == old)
-			break;
-		old = seen;
-		if (try == 7) {
-			__sync_fetch_and_add(&totals.missing_entry, 1);
-			return 0;
-		}
-	}
-	if (!change)
-		return 0;
-	/* A removal goes to the cgroup its add was counted in. */
-	if (c->delta > 0)
-		*ref.tag = slot;
-	else
-		slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : *ref.tag;
-	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
-	if (c->seeding) {
-		/* Resident, but no event: the window's counts leave it out. */
-		__sync_fetch_and_add(&c->file->resident_base, 1);
-		if (cg)
-			__sync_fetch_and_add(&cg->resident_base, 1);
-	} else if (c->delta > 0) {
-		__sync_fetch_and_add(&c->file->added, 1);
-		if (cg)
-			__sync_fetch_and_add(&cg->added, 1);
-		if (bits & DC_PAGE_RECLAIMED) {
-			__sync_fetch_and_add(&c->file->refaults, 1);
-			if (cg)
-				__sync_fetch_and_add(&cg->refaults, 1);
-			__sync_fetch_and_add(&totals.refaults, 1);
-		}
-	} else {
-		__sync_fetch_and_add(&c->file->removed, 1);
-		if (cg)
-			__sync_fetch_and_add(&cg->removed, 1);
-		if (c->reclaim) {
-			__sync_fetch_and_add(&c->file->reclaimed, 1);
-			if (cg)
-				__sync_fetch_and_add(&cg->reclaimed, 1);
-			__sync_fetch_and_add(&totals.reclaimed, 1);
-		}
-	}
-	if (c->file->seg_count)
-		account_copy(c, idx);
-	return 0;
-}
-
-static __always_inline void account_range(struct dc_file *file, __u32 file_id, __u64 index,
-					  __u64 npages, int delta, __u32 cgroup, bool reclaim,
-					  bool seeding)
-{
-	struct range_ctx c = { .file = file, .file_id = file_id, .index = index, .delta = delta,
-			       .cgroup = cgroup, .reclaim = reclaim, .seeding = seeding };
-
-	/* Order-0 folios are the common case: no loop for them. */
-	if (npages == 1)
-		account_page(0, &c);
-	else
-		bpf_loop(npages, account_page, &c, 0);
+	if (!c)
+		return;
+	c->file_id = file_id;
+	c->index = index;
+	c->end = index + npages;
+	c->delta = delta;
+	c->cgroup = cgroup;
+	c->reclaim = reclaim;
+	c->seeding = seeding;
+	c->seg = *seg;
+	c->run = *run;
+	c->pages = c->refaults = c->cg_pages = c->cg_refaults = 0;
+	c->dup = 0;
+	c->cg_slot = DC_CGROUP_UNKNOWN;
+	c->piece_start = c->piece_end = 0;
+	/* Most folios are one page: no loop for them. */
+	if (!account_next(c, file))
+		bpf_loop(npages, account_next_cb, &which, 0);
+	flush_range(c, file);
+	*seg = c->seg;
+	*run = c->run;
 }
 
 #define BTRFS_SUPER_MAGIC 0x9123683E
@@ -548,25 +690,30 @@ static __always_inline __u64 btrfs_subvol(struct inode *inode)
 	return BPF_CORE_READ(bi, root, root_key.objectid);
 }
 
-static __always_inline __u32 *tracked_file(struct inode *inode)
+/* Inode's key in `tracked`; false when its filesystem is not watched. */
+static __always_inline bool file_key(struct inode *inode, struct dc_file_key *key)
 {
-	struct dc_file_key key = {};
 	struct super_block *sb;
 	int w;
 
 	if (!inode)
-		return NULL;
+		return false;
 	sb = inode->i_sb;
-	key.dev = sb->s_dev;
-	w = watched_index(key.dev);
+	key->dev = sb->s_dev;
+	w = watched_index(key->dev);
 	if (w < 0)
-		return NULL;
-	key.ino = inode->i_ino;
-	if (sb->s_magic == BTRFS_SUPER_MAGIC)
-		key.subvol = btrfs_subvol(inode);
-	if (w < DC_MAX_WATCHED_SB && (watched_sb_flags[w] & DC_SB_GEN))
-		key.gen = inode->i_generation;
-	return bpf_map_lookup_elem(&tracked, &key);
+		return false;
+	key->ino = inode->i_ino;
+	key->subvol = sb->s_magic == BTRFS_SUPER_MAGIC ? btrfs_subvol(inode) : 0;
+	key->gen = w < DC_MAX_WATCHED_SB && (watched_sb_flags[w] & DC_SB_GEN) ? inode->i_generation : 0;
+	return true;
+}
+
+static __always_inline __u32 *tracked_file(struct inode *inode)
+{
+	struct dc_file_key key;
+
+	return file_key(inode, &key) ? bpf_map_lookup_elem(&tracked, &key) : NULL;
 }
 
 /* The engine's record of a tracked inode, or NULL. */
@@ -633,20 +780,44 @@ static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 	return new;
 }
 
+static __always_inline bool same_key(const struct dc_file_key *a, const struct dc_file_key *b)
+{
+	return a->ino == b->ino && a->subvol == b->subvol && a->dev == b->dev && a->gen == b->gen;
+}
+
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
-	__u32 cgroup = DC_CGROUP_UNKNOWN, *fid;
+	struct dc_span seg = {}, run = {};
+	struct file_memo *memo = NULL;
+	__u32 zero = 0, *fid, file_id, cgroup = DC_CGROUP_UNKNOWN;
+	struct dc_file_key key;
 	struct dc_file *file;
 	bool reclaim = false;
 	struct inode *host;
 	__u64 npages;
 
-	if (!mapping || !(host = mapping->host))
+	if (!mapping || !(host = mapping->host) || !file_key(host, &key))
 		return 0;
-	fid = tracked_file(host);
-	file = fid ? bpf_map_lookup_elem(&files, fid) : NULL;
-	if (!file)
+	/* While the loader rewrites the maps, no memo: it empties them meanwhile. */
+	if (!paused)
+		memo = bpf_map_lookup_elem(&last_file, &zero);
+	if (memo && memo->valid && same_key(&memo->key, &key)) {
+		file_id = memo->file_id;
+		seg = memo->seg;
+		run = memo->run;
+	} else {
+		fid = bpf_map_lookup_elem(&tracked, &key);
+		file_id = fid ? *fid : DC_UNTRACKED;
+		if (memo) {
+			memo->key = key;
+			memo->file_id = file_id;
+			memo->seg = seg;
+			memo->run = run;
+			memo->valid = 1;
+		}
+	}
+	if (file_id == DC_UNTRACKED || !(file = bpf_map_lookup_elem(&files, &file_id)))
 		return 0;
 	npages = folio_pages(folio);
 	if (delta > 0) {
@@ -672,7 +843,12 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		cgroup = cgroup_slot(folio, npages);
 	else
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
-	account_range(file, *fid, folio->index, npages, delta, cgroup, reclaim, false);
+	account_range(delta > 0 ? RANGE_ADD : RANGE_REMOVE, file, file_id, folio->index, npages,
+		      delta, cgroup, reclaim, false, &seg, &run);
+	if (memo) {
+		memo->seg = seg;
+		memo->run = run;
+	}
 	return 0;
 }
 
@@ -1045,6 +1221,9 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (!file)
 		return -1;
-	account_range(file, id, ctx->index, npages, 1, ctx->cgroup, false, true);
+	struct dc_span seg = {}, run = {};
+
+	account_range(RANGE_SEED, file, id, ctx->index, npages, 1, ctx->cgroup, false, true, &seg,
+		      &run);
 	return 0;
 }

@@ -11,12 +11,11 @@
  *             only those can ever hold duplicate copies
  *   runs      per file, sorted by file page: its data pages (not holes) and
  *             where their entries in `pages` start
- *   pages     four state bits per data page of every tracked file
- *             (resident, reclaimed, cgroup unknown), changed by
+ *   pages     a 16-bit state per data page of every tracked file
+ *             (resident, reclaimed, the cgroup slot of its add), changed by
  *             compare-and-swap, so adds and removes are idempotent and events
- *             and the start-up seeding can race; small, so that random pages
- *             stay in cache
- *   page_cgroup the cgroup slot each page was added for, kept across rebuilds
+ *             and the start-up seeding can race; one word per page, so an
+ *             event touches one random line for it
  *   hole_pages the same state for a page cached in a hole, made when the
  *             kernel caches one: holes cost nothing until then
  *   slot_copies one counter per shared physical page ("slot")
@@ -119,13 +118,12 @@ struct dc_span {
 	__u64 base;
 };
 
-/* A page cached in a hole: its file and page, and its DC_PAGE_* bits, cgroup slot at bit 16. */
+/* A page cached in a hole: its file and page; the value is its state, as in `pages`. */
 struct dc_hole_key {
 	__u32 file_id;
 	__u32 pad;
 	__u64 index;
 };
-#define DC_HOLE_TAG_SHIFT 16
 
 struct dc_segment {
 	__u64 lpage;  /* first file page */
@@ -161,18 +159,21 @@ struct dc_cgroup_stats {
 };
 
 /*
- * Per tracked page, four bits in `pages` (sixteen pages to a word): resident,
- * removed by reclaim last (its next add is a refault), counted in the
- * unknown cgroup (seeded without one), and removed while not counted
- * resident (since the maps were filled: the seeding, whose mincore may
- * predate that removal, must not count it).
+ * Per tracked page, one 16-bit state in `pages` (four pages to a word):
+ * resident, removed by reclaim last (its next add is a refault), removed
+ * while not counted resident (since the maps were filled: the seeding,
+ * whose mincore may predate that removal, must not count it), and the
+ * cgroup slot its add was counted in (DC_CGROUP_UNKNOWN when seeded
+ * without one).  One word for everything an event changes about a page.
  */
-#define DC_PAGE_BITS 4
-#define DC_PAGES_PER_WORD 16
+#define DC_PAGE_BITS 16
+#define DC_PAGES_PER_WORD 4
 #define DC_PAGE_RESIDENT 0x1
 #define DC_PAGE_RECLAIMED 0x2
-#define DC_PAGE_NO_CGROUP 0x4
-#define DC_PAGE_GONE 0x8
+#define DC_PAGE_GONE 0x4
+#define DC_PAGE_CGROUP_SHIFT 4
+#define DC_PAGE_CGROUP_MASK 0x3ff
+_Static_assert(DC_MAX_CGROUPS <= DC_PAGE_CGROUP_MASK + 1, "a cgroup slot fits in a page's state");
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
 #define DC_MAX_WATCHED_SB 16

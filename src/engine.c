@@ -19,20 +19,22 @@
 #define NCHANGE_PROGS 14
 
 /*
- * Room to grow before a change forces a reload with bigger maps, in 64
- * bits and within what a map can hold.
+ * Room to grow before a change forces a reload with bigger maps (a
+ * quarter: the maps are most of the engine's memory, and a reload costs
+ * no more than the rebuild that needs it), in 64 bits and within what a
+ * map can hold.
  */
 static uint32_t headroom(uint32_t n, uint32_t min, uint64_t max)
 {
-	uint64_t want = (uint64_t)n * 2 + min;
+	uint64_t want = (uint64_t)n + n / 4 + min;
 
 	return want < max ? want : max;
 }
 
 /*
- * The per-page tables cost 4 + 16 bits per data page (holes cost nothing
- * until the kernel caches a page there: hole_pages), so they are bounded:
- * 2^28 data pages (1 TiB with 4 KiB pages) take 640 MiB.  Files past that
+ * The page table costs 16 bits per data page (holes cost nothing until
+ * the kernel caches a page there: hole_pages), so it is bounded: 2^28
+ * data pages (1 TiB with 4 KiB pages) take 512 MiB.  Files past that
  * are left untracked, counted and said.
  */
 #define DC_MAX_TRACKED_PAGES (1ULL << 28)
@@ -48,7 +50,7 @@ static bool take_pages(uint64_t *bits, uint64_t npages)
 }
 
 struct capacity {
-	uint32_t files, segs, runs, groups, slot_words, page_words;
+	uint32_t files, segs, runs, groups, slot_words, page_words, holes;
 };
 
 /*
@@ -134,7 +136,6 @@ struct engine {
 	struct capacity cap;
 	/* mmapped map values */
 	uint64_t *pages;      /* DC_PAGE_* bits, DC_PAGES_PER_WORD pages a word */
-	uint16_t *page_cgroup;
 	uint64_t *slot_words;
 	struct dc_file *files;
 	struct dc_group_stats *group_stats;
@@ -403,7 +404,7 @@ static bool fits(const struct capacity *have, const struct capacity *want)
 {
 	return want->files <= have->files && want->segs <= have->segs && want->runs <= have->runs &&
 	       want->groups <= have->groups && want->slot_words <= have->slot_words &&
-	       want->page_words <= have->page_words;
+	       want->page_words <= have->page_words && want->holes <= have->holes;
 }
 
 static void unload(struct engine *e)
@@ -411,13 +412,11 @@ static void unload(struct engine *e)
 	if (!e->skel)
 		return;
 	map_munmap(e->skel->maps.pages, e->pages);
-	map_munmap(e->skel->maps.page_cgroup, e->page_cgroup);
 	map_munmap(e->skel->maps.slot_copies, e->slot_words);
 	map_munmap(e->skel->maps.files, e->files);
 	map_munmap(e->skel->maps.group_stats, e->group_stats);
 	map_munmap(e->skel->maps.cgroup_stats, e->cgroup_stats);
 	e->pages = e->slot_words = NULL;
-	e->page_cgroup = NULL;
 	e->files = NULL;
 	e->group_stats = NULL;
 	e->cgroup_stats = NULL;
@@ -610,6 +609,7 @@ static int load(struct engine *e, const struct capacity *want)
 		.groups = headroom(want->groups, 256, UINT32_MAX),
 		.slot_words = headroom(want->slot_words, 4096, UINT32_MAX),
 		.page_words = headroom(want->page_words, 4096, DC_MAX_PAGE_WORDS),
+		.holes = headroom(want->holes, 1024, DC_MAX_HOLE_PAGES),
 	};
 	struct dupcache_bpf *skel;
 	int err;
@@ -624,8 +624,7 @@ static int load(struct engine *e, const struct capacity *want)
 	bpf_map__set_max_entries(skel->maps.group_stats, cap.groups);
 	bpf_map__set_max_entries(skel->maps.slot_copies, cap.slot_words);
 	bpf_map__set_max_entries(skel->maps.pages, cap.page_words);
-	/* Four u16 cgroup slots a word against sixteen pages' bits. */
-	bpf_map__set_max_entries(skel->maps.page_cgroup, cap.page_words * 4);
+	bpf_map__set_max_entries(skel->maps.hole_pages, cap.holes);
 
 	skel->rodata->page_shift = __builtin_ctz(sysconf(_SC_PAGESIZE));
 	tasks_before_load(skel);
@@ -645,12 +644,11 @@ static int load(struct engine *e, const struct capacity *want)
 	e->skel = skel;
 	e->cap = cap;
 	e->pages = map_mmap(skel->maps.pages);
-	e->page_cgroup = map_mmap(skel->maps.page_cgroup);
 	e->slot_words = map_mmap(skel->maps.slot_copies);
 	e->files = map_mmap(skel->maps.files);
 	e->group_stats = map_mmap(skel->maps.group_stats);
 	e->cgroup_stats = map_mmap(skel->maps.cgroup_stats);
-	if (!e->pages || !e->page_cgroup || !e->slot_words || !e->files || !e->group_stats ||
+	if (!e->pages || !e->slot_words || !e->files || !e->group_stats ||
 	    !e->cgroup_stats) {
 		err = -errno;
 		unload(e);
@@ -747,6 +745,18 @@ static void carry_counts(__u64 *resident_base, const __u64 *added, const __u64 *
 	*resident_base = *removed - *added;
 }
 
+/* Every CPU's value of a one-entry per-CPU array, zeroed. */
+static int clear_percpu(struct bpf_map *map)
+{
+	size_t size = (size_t)libbpf_num_possible_cpus() * bpf_map__value_size(map);
+	void *zeros = xcalloc(1, size);
+	uint32_t key = 0;
+	int err = bpf_map__update_elem(map, &key, sizeof(key), zeros, size, BPF_ANY) ? -errno : 0;
+
+	free(zeros);
+	return err;
+}
+
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
 static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m,
 		     const struct sync_memo *memo)
@@ -765,10 +775,11 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	e->untracked = 0;
 
 	memset(e->pages, 0, (size_t)e->cap.page_words * sizeof(uint64_t));
-	memset(e->page_cgroup, 0, (size_t)e->cap.page_words * 4 * sizeof(uint64_t));
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
+	/* The programs' per-CPU memos name files by their old ids. */
+	err = clear_percpu(skel->maps.last_file);
 	/* File ids change: the holes' pages start again (the seeding replays them). */
 	while (!bpf_map_get_next_key(bpf_map__fd(skel->maps.hole_pages), NULL, &hole))
 		bpf_map_delete_elem(bpf_map__fd(skel->maps.hole_pages), &hole);
@@ -779,7 +790,7 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 		*cg = memo->cgroups[i];
 		carry_counts(&cg->resident_base, &cg->added, &cg->removed);
 	}
-	skel->bss->totals.dup = 0;
+	skel->data_totals->totals.dup = 0;
 	set_watched_sb(e, s);
 
 	e->layout = xrealloc(e->layout, s->nfiles ? s->nfiles : 1, sizeof(*e->layout));
@@ -824,18 +835,24 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	e->nbits = bit;
 	for (size_t i = 0; i < m->nsegs || i < nruns; i++)
 		ids[i] = i;
-	err = update_batch(skel->maps.segments, ids, m->segs, m->nsegs);
-	if (!err)
-		err = update_batch(skel->maps.runs, ids, e->runs, nruns);
+	if (!err && (update_batch(skel->maps.segments, ids, m->segs, m->nsegs) ||
+		     update_batch(skel->maps.runs, ids, e->runs, nruns)))
+		err = -errno;
 	free(ids);
-	return err ? -errno : 0;
+	return err;
 }
 
 static unsigned page_bits(const struct engine *e, uint64_t page)
 {
 	uint64_t word = __atomic_load_n(&e->pages[page / DC_PAGES_PER_WORD], __ATOMIC_RELAXED);
 
-	return (word >> (page % DC_PAGES_PER_WORD * DC_PAGE_BITS)) & 0xf;
+	return (word >> (page % DC_PAGES_PER_WORD * DC_PAGE_BITS)) & 0xffff;
+}
+
+/* The cgroup slot a page's state says its add was counted in. */
+static uint16_t page_cgroup(uint64_t state)
+{
+	return state >> DC_PAGE_CGROUP_SHIFT & DC_PAGE_CGROUP_MASK;
 }
 
 static int cmp_layout(const void *a, const void *b)
@@ -885,7 +902,7 @@ static void take_memo(struct engine *e, struct sync_memo *memo)
 	memset(memo, 0, sizeof(*memo));
 	if (!e->skel)
 		return;
-	memo->nslots = e->skel->bss->totals.ncgroups;
+	memo->nslots = e->skel->data_totals->totals.ncgroups;
 	memcpy(memo->cgroups, e->cgroup_stats, sizeof(memo->cgroups));
 	if (!e->nfiles)
 		return;
@@ -897,8 +914,7 @@ static void take_memo(struct engine *e, struct sync_memo *memo)
 	memcpy(memo->counts, e->files, e->nfiles * sizeof(*memo->counts));
 	memo->slots = xcalloc(e->nbits ? e->nbits : 1, sizeof(uint16_t));
 	for (uint64_t i = 0; i < e->nbits; i++)
-		memo->slots[i] = page_bits(e, i) & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN
-								   : e->page_cgroup[i];
+		memo->slots[i] = page_cgroup(page_bits(e, i));
 	memo->runs = e->runs;
 	e->runs = NULL;
 	take_hole_memo(e, memo);
@@ -921,7 +937,7 @@ static void restore_cgroup_slots(struct engine *e, const struct sync_memo *memo)
 	for (uint32_t slot = 1; slot <= memo->nslots && slot < DC_MAX_CGROUPS; slot++)
 		if (memo->cgroups[slot].id)
 			bpf_map_update_elem(fd, &memo->cgroups[slot].id, &slot, BPF_ANY);
-	e->skel->bss->totals.ncgroups = memo->nslots;
+	e->skel->data_totals->totals.ncgroups = memo->nslots;
 }
 
 static const struct file_layout *memo_layout(const struct sync_memo *memo,
@@ -945,9 +961,7 @@ static uint16_t memo_cgroup(const struct sync_memo *memo, const struct file_layo
 		return memo->slots[bit];
 	probe.key.file_id = l->id;
 	h = memo->nholes ? bsearch(&probe, memo->holes, memo->nholes, sizeof(probe), cmp_hole) : NULL;
-	if (!h || (h->word & DC_PAGE_NO_CGROUP))
-		return DC_CGROUP_UNKNOWN;
-	return h->word >> DC_HOLE_TAG_SHIFT & 0xffff;
+	return h ? page_cgroup(h->word) : DC_CGROUP_UNKNOWN;
 }
 
 /*
@@ -1021,6 +1035,8 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 	if (err)
 		return err;
 	take_memo(e, &memo);
+	/* Room for the holes' pages cached now, and for those a full map turned away. */
+	want.holes = memo.nholes + (e->skel ? e->skel->data_totals->totals.holes_full : 0);
 	if (!e->skel || !fits(&e->cap, &want)) {
 		/*
 		 * Bigger maps: the new engine is attached before the old one goes,
@@ -1031,7 +1047,7 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 
 		err = load(e, &want);
 		if (old.skel && e->skel != old.skel) {
-			add_counters(&e->carried, &old.skel->bss->totals);
+			add_counters(&e->carried, &old.skel->data_totals->totals);
 			unload(&old);
 			e->nkeys = 0; /* they were keys of the old maps */
 		}
@@ -1100,13 +1116,13 @@ int64_t engine_previous_id(const struct engine *e, size_t id)
 
 uint64_t engine_changes(const struct engine *e)
 {
-	return e->carried.changes + __atomic_load_n(&e->skel->bss->totals.changes, __ATOMIC_RELAXED);
+	return e->carried.changes + __atomic_load_n(&e->skel->data_totals->totals.changes, __ATOMIC_RELAXED);
 }
 
 uint64_t engine_tree_changes(const struct engine *e)
 {
 	return e->carried.tree_changes +
-	       __atomic_load_n(&e->skel->bss->totals.tree_changes, __ATOMIC_RELAXED);
+	       __atomic_load_n(&e->skel->data_totals->totals.tree_changes, __ATOMIC_RELAXED);
 }
 
 bool engine_take_file_changed(struct engine *e, size_t id)
@@ -1127,7 +1143,7 @@ void engine_counts(struct engine *e, struct dup_counts *out)
 /* The live totals plus what earlier loads of the engine counted. */
 static struct dc_totals totals_now(const struct engine *e)
 {
-	struct dc_totals t = e->skel->bss->totals;
+	struct dc_totals t = e->skel->data_totals->totals;
 
 	add_counters(&t, &e->carried);
 	return t;
@@ -1187,7 +1203,7 @@ void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t 
 						      seg->lpage + p, &bit))
 					continue;
 				bits = page_bits(e, bit);
-				slot = bits & DC_PAGE_NO_CGROUP ? DC_CGROUP_UNKNOWN : e->page_cgroup[bit];
+				slot = page_cgroup(bits);
 				if (!(bits & DC_PAGE_RESIDENT))
 					continue;
 				file_share[f] += dup_share(P, c);
