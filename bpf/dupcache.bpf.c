@@ -99,8 +99,10 @@ struct {
 	__type(value, struct dc_cgroup_stats);
 } cgroup_stats SEC(".maps");
 
+/* Filled as cgroups are seen: their entries cost nothing before. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, DC_MAX_CGROUPS);
 	__type(key, __u64);
 	__type(value, __u32);
