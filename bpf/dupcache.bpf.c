@@ -790,8 +790,8 @@ static __always_inline bool same_key(const struct dc_file_key *a, const struct d
 static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
-	struct dc_span seg = {}, run = {};
 	struct file_memo *memo = NULL;
+	struct dc_span seg, run;
 	__u32 zero = 0, *fid, file_id, cgroup = DC_CGROUP_UNKNOWN;
 	struct dc_file_key key;
 	struct dc_file *file;
@@ -811,6 +811,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	} else {
 		fid = bpf_map_lookup_elem(&tracked, &key);
 		file_id = fid ? *fid : DC_UNTRACKED;
+		seg = run = (struct dc_span){};
 		if (memo) {
 			memo->key = key;
 			memo->file_id = file_id;

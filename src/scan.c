@@ -336,21 +336,21 @@ static int read_extents(struct scanned_file *f, int fd, unsigned P, bool sync)
 static bool have_cachestat = true;
 
 /*
- * Whether [off, off + len) (len 0: to EOF) may have cached pages: false
- * only when the kernel (cachestat) says for sure that nothing is.
+ * Pages of [off, off + len) in the page cache, from cachestat; -1 when
+ * the kernel has no cachestat (or it failed): then anything may be.
  */
-static bool maybe_cached(int fd, uint64_t off, uint64_t len)
+static int64_t cached_pages(int fd, uint64_t off, uint64_t len)
 {
 	struct cachestat_range_arg range = { off, len };
 	struct cachestat_result cs;
 
 	if (!have_cachestat)
-		return true;
+		return -1;
 	if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0)
-		return cs.nr_cache != 0;
+		return cs.nr_cache;
 	if (errno == ENOSYS)
 		have_cachestat = false;
-	return true;
+	return -1;
 }
 
 /* CAP_FOWNER in the effective set: a service given it (and not root) sees every file's page cache. */
@@ -393,22 +393,53 @@ void resident_free(struct scanned_file *f)
 	f->resident_pages = 0;
 }
 
+/* The resident bitmap's chunk c, made on first use. */
+static uint64_t *resident_chunk_of(struct scanned_file *f, uint64_t c)
+{
+	if (!f->resident)
+		f->resident = xcalloc((f->npages + RESIDENT_CHUNK_PAGES - 1) / RESIDENT_CHUNK_PAGES,
+				      sizeof(*f->resident));
+	/* The last chunk holds only the file's pages: a small file's bitmap is small. */
+	if (!f->resident[c]) {
+		uint64_t pages = f->npages - c * RESIDENT_CHUNK_PAGES;
+
+		f->resident[c] = xcalloc((pages < RESIDENT_CHUNK_PAGES ? pages : RESIDENT_CHUNK_PAGES) / 64 + 1,
+					 sizeof(uint64_t));
+	}
+	return f->resident[c];
+}
+
 static int read_residency(struct scanned_file *f, const char *path, int fd, unsigned P)
 {
 	unsigned char *vec = NULL;
+	int64_t cached;
 
 	resident_free(f);
 	if (!residency_visible(path, fd))
 		return -EACCES;
-	if (!f->npages || !maybe_cached(fd, 0, 0))
+	if (!f->npages || !(cached = cached_pages(fd, 0, f->npages * P)))
 		return 0;
+	/* Every page cached (most small files that are cached at all): no mincore needed. */
+	if (cached == (int64_t)f->npages) {
+		for (uint64_t p = 0; p < f->npages; p += RESIDENT_CHUNK_PAGES) {
+			uint64_t *c = resident_chunk_of(f, p / RESIDENT_CHUNK_PAGES);
+			uint64_t n = f->npages - p < RESIDENT_CHUNK_PAGES ? f->npages - p
+									  : RESIDENT_CHUNK_PAGES;
+
+			memset(c, 0xff, n / 64 * sizeof(uint64_t));
+			if (n % 64)
+				c[n / 64] = (1ULL << (n % 64)) - 1;
+		}
+		f->resident_pages = f->npages;
+		return 0;
+	}
 	for (uint64_t base = 0; base < f->npages; base += RESIDENT_CHUNK_PAGES) {
 		uint64_t n = f->npages - base < RESIDENT_CHUNK_PAGES ? f->npages - base
 								       : RESIDENT_CHUNK_PAGES;
 		void *map;
 
 		/* A chunk with nothing cached (a sparse image's holes) costs one cachestat. */
-		if (!maybe_cached(fd, base * P, n * P))
+		if (n < f->npages && !cached_pages(fd, base * P, n * P))
 			continue;
 		map = mmap(NULL, n * P, PROT_READ, MAP_SHARED, fd, base * P);
 
@@ -429,14 +460,7 @@ static int read_residency(struct scanned_file *f, const char *path, int fd, unsi
 		for (uint64_t i = 0; i < n; i++) {
 			if (!(vec[i] & 1))
 				continue;
-			uint64_t c = base / RESIDENT_CHUNK_PAGES;
-
-			if (!f->resident)
-				f->resident = xcalloc((f->npages + RESIDENT_CHUNK_PAGES - 1) /
-						      RESIDENT_CHUNK_PAGES, sizeof(*f->resident));
-			if (!f->resident[c])
-				f->resident[c] = xcalloc(RESIDENT_CHUNK_PAGES / 64, sizeof(uint64_t));
-			bit_set(f->resident[c], i);
+			bit_set(resident_chunk_of(f, base / RESIDENT_CHUNK_PAGES), i);
 			f->resident_pages++;
 		}
 	}
@@ -553,7 +577,8 @@ static const struct scanned_file *reusable(const struct scan *s, const struct sc
 	return NULL;
 }
 
-static void scan_file(struct scan *s, const struct scan_opts *o, const char *path,
+/* path: what the file is called; acc: how to reach it from the walk's directory. */
+static void scan_file(struct scan *s, const struct scan_opts *o, const char *path, const char *acc,
 		      const struct stat *walk_st)
 {
 	struct scanned_file f = { 0 };
@@ -578,7 +603,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		add_file(s, &f);
 		return;
 	}
-	fd = open_file(path);
+	fd = open_file(acc);
 	if (fd < 0) {
 		skip_errno(s, o, path, errno);
 		return;
@@ -605,7 +630,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 			ret = 0;
 		}
 		if (!ret)
-			ret = read_residency(&f, path, fd, P);
+			ret = read_residency(&f, acc, fd, P);
 		if (ret || fstat(fd, &after) < 0)
 			break;
 		if (same_version(&before, &after))
@@ -711,8 +736,13 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 	char name_buf[4096];
 	const char *top_name = last_component(path, name_buf, sizeof(name_buf));
 	char *argv[] = { path, NULL };
-	/* Physical walk: symlinks below the top are not followed, so no loops. */
-	int flags = FTS_PHYSICAL | FTS_COMFOLLOW | FTS_NOCHDIR | (o->one_fs ? FTS_XDEV : 0);
+	/*
+	 * Physical walk: symlinks below the top are not followed, so no loops.
+	 * fts moves into each directory (the caller's directory is back at
+	 * fts_close), so that each file is opened by its name, not its path:
+	 * path lookups were most of a snapshot's time.
+	 */
+	int flags = FTS_PHYSICAL | FTS_COMFOLLOW | (o->one_fs ? FTS_XDEV : 0);
 	FTS *fts = fts_open(argv, flags, NULL);
 	FTSENT *e;
 
@@ -726,7 +756,7 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 		switch (e->fts_info) {
 		case FTS_F:
 			if (filter_takes(&o->filter, e, rel, true))
-				scan_file(s, o, e->fts_path, e->fts_statp);
+				scan_file(s, o, e->fts_path, e->fts_accpath, e->fts_statp);
 			break;
 		case FTS_D:
 			if (e->fts_level && !filter_takes(&o->filter, e, rel, false))
