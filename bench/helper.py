@@ -7,6 +7,7 @@ usage: helper.py drop FILE...
        helper.py warm FILE...                -> read the files (make them resident)
        helper.py randread FILE N SEED        -> cold random 4 KiB reads with POSIX_FADV_RANDOM;
                                                 prints "N SECONDS"
+       helper.py randreads N SEED FILE...    -> the same, each read of a random page of a random FILE
        helper.py resident FILE...            -> resident pages (sum of fincore's PAGES)
        helper.py clonedup FILE...            -> "DUP_BYTES CACHED_BYTES" of whole-file reflinked
                                                 clones of one file (mincore, through ctypes)
@@ -69,23 +70,27 @@ def coldread(paths):
     print(f"{t1 - t0:.6f} {c1 - c0:.6f}")
 
 
-def randread(path, n, seed):
-    fd = os.open(path, os.O_RDONLY)
+def randread(paths, n, seed):
+    """n cold random 4 KiB reads, each of a random page of a random one of paths."""
+    fds = [os.open(p, os.O_RDONLY) for p in paths]
     try:
-        size = os.fstat(fd).st_size
-        pages = size // PAGE
-        if n > pages:
-            die(f"{path}: {pages} pages, asked for {n} random reads")
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        idx = random.Random(seed).sample(range(pages), n)
+        pages = min(os.fstat(fd).st_size // PAGE for fd in fds)
+        if n > pages * len(fds):
+            die(f"{len(fds)} files of {pages} pages, asked for {n} random reads")
+        for fd in fds:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        rnd = random.Random(seed)
+        idx = rnd.sample(range(pages * len(fds)), n)
         t0 = time.perf_counter()
-        for i in idx:
+        for k in idx:
+            fd, i = fds[k % len(fds)], k // len(fds)
             if len(os.pread(fd, PAGE, i * PAGE)) != PAGE:
-                die(f"{path}: short read at page {i}")
+                die(f"short read at page {i}")
         dt = time.perf_counter() - t0
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
     print(n, f"{dt:.6f}")
 
 
@@ -239,7 +244,9 @@ def main(argv):
     elif cmd == "warm":
         read_all(args)
     elif cmd == "randread":
-        randread(args[0], int(args[1]), int(args[2]))
+        randread([args[0]], int(args[1]), int(args[2]))
+    elif cmd == "randreads":
+        randread(args[2:], int(args[0]), int(args[1]))
     elif cmd == "resident":
         resident(args)
     elif cmd == "clonedup":

@@ -22,7 +22,8 @@
 # BENCH_REPS (repetitions of the BPF run-time windows, default 7),
 # BENCH_RAND_READS (random 4 KiB reads per window, default 16384),
 # BENCH_SNAP_REPS (dupcache/fincore snapshot pairs, default 9),
-# BENCH_SECTIONS (the sections to run, default "1 2 2d 3 5"; 4 runs with 2).
+# BENCH_SECTIONS (the sections to run, default "1 2 2d 3 6 5"; 4 runs with 2,
+# 6 needs 2).
 #
 # Page cache is dropped per file with POSIX_FADV_DONTNEED, never through
 # /proc/sys/vm/drop_caches.  Everything created here (loop devices, mounts,
@@ -42,7 +43,7 @@ CLONE_MIB=256          # one file of this size + 3 reflinked clones = 1 GiB
 SMALL_DIRS=50          # originals; as many directories of reflinked copies
 SMALL_FILES=100        # per directory
 SMALL_SIZE=16384
-SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 5} "
+SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 6 5} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -70,9 +71,11 @@ shm_free=$(( $(stat -f -c '%a * %S' /dev/shm) / 1048576 ))
 WORK=$(mktemp -d /tmp/dupcache-bench.XXXXXX) || die "mktemp failed"
 IMG_A=/dev/shm/dupcache-bench.$$.a.img
 IMG_B=/dev/shm/dupcache-bench.$$.b.img
+IMG_C=/dev/shm/dupcache-bench.$$.c.img
 MNT_A=$WORK/a          # the watched tree: 1 GiB of reflinked files, nothing else
 MNT_B=$WORK/b          # an untracked file and the small-file tree
-LOOP_A= LOOP_B=
+MNT_C=$WORK/c          # 6: 100 GiB of reflinked clones of one 4 GiB file
+LOOP_A= LOOP_B= LOOP_C=
 ENGINE_PID=
 REF_PID=
 TOP_PID=
@@ -122,13 +125,13 @@ cleanup() {
 	if [ -n "$STATS_PREV" ]; then
 		sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV"
 	fi
-	for m in "$MNT_A" "$MNT_B"; do
+	for m in "$MNT_A" "$MNT_B" "$MNT_C"; do
 		mountpoint -q "$m" 2>/dev/null && { umount "$m" || umount -l "$m"; }
 	done
-	for l in "$LOOP_A" "$LOOP_B"; do
+	for l in "$LOOP_A" "$LOOP_B" "$LOOP_C"; do
 		[ -n "$l" ] && losetup -d "$l"
 	done
-	rm -f "$IMG_A" "$IMG_B"
+	rm -f "$IMG_A" "$IMG_B" "$IMG_C"
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -159,6 +162,33 @@ start_engine() {
 	sed 's/^/    /' "$WORK/engine.err" >&2
 	stop_engine
 	return 1
+}
+
+# start_ref: the reference, an empty tp_btf program on the engine's tracepoint
+# (build/bench_empty, `make bench` builds it), in the background: the floor
+# of the BPF measurements, the tracepoint's dispatch and bpf_stats' two clock
+# reads.  Sets REF_OK.
+start_ref() {
+	local i
+	REF_OK=0
+	REF_BIN=$HERE/../build/bench_empty REF_OBJ=$HERE/../build/empty.bpf.o
+	if [ ! -x "$REF_BIN" ] || [ ! -r "$REF_OBJ" ]; then
+		note "no $REF_BIN: no reference figure (make bench builds it)"
+		return 0
+	fi
+	"$REF_BIN" "$REF_OBJ" >"$WORK/ref.out" 2>&1 &
+	REF_PID=$!
+	for ((i = 0; i < 400; i++)); do
+		grep -q '^attached' "$WORK/ref.out" && break
+		kill -0 "$REF_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	if grep -q '^attached' "$WORK/ref.out"; then
+		REF_OK=1
+	else
+		note "the empty reference program did not load: $(tail -1 "$WORK/ref.out")"
+		stop_ref
+	fi
 }
 
 # oracle: "DUP_BYTES CACHED_BYTES" of the tracked clones, from mincore (not
@@ -343,28 +373,7 @@ say "2: BPF run time per event (kernel.bpf_stats_enabled=1), $REPS repetitions"
 STATS_PREV=$(sysctl -n kernel.bpf_stats_enabled) || die "cannot read kernel.bpf_stats_enabled"
 sysctl -qw kernel.bpf_stats_enabled=1 || die "cannot set kernel.bpf_stats_enabled=1"
 if start_engine "$MNT_A"; then
-	# The reference: an empty tp_btf program on the same tracepoint
-	# (build/bench_empty, `make bench` builds it), the floor of this
-	# measurement: the tracepoint's dispatch and bpf_stats' two clock reads.
-	REF_OK=0
-	REF_BIN=$HERE/../build/bench_empty REF_OBJ=$HERE/../build/empty.bpf.o
-	if [ -x "$REF_BIN" ] && [ -r "$REF_OBJ" ]; then
-		"$REF_BIN" "$REF_OBJ" >"$WORK/ref.out" 2>&1 &
-		REF_PID=$!
-		for ((i = 0; i < 400; i++)); do
-			grep -q '^attached' "$WORK/ref.out" && break
-			kill -0 "$REF_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		if grep -q '^attached' "$WORK/ref.out"; then
-			REF_OK=1
-		else
-			note "2: the empty reference program did not load: $(tail -1 "$WORK/ref.out")"
-			stop_ref
-		fi
-	else
-		note "2: no $REF_BIN: no reference figure (make bench builds it)"
-	fi
+	start_ref
 	ref() { if ((REF_OK)) && [ -n "$REF_PID" ]; then h progstat "$REF_PID" empty_added; else echo "0 0 0 0 0"; fi; }
 	# delta S0 S1 -> "ns_per_event events tracked_pages run_time_ns"
 	delta() {
@@ -552,6 +561,57 @@ min_ratio=$(calc '%.2f' "$(printf '%s\n' "${DC[@]}" | sort -g | head -1) / $(pri
 row "3 snapshot, $nsmall files: dupcache report (median s)" "$(calc '%.3f' "$m_dc") [$(spread "${DC[@]}")]" "-" "-"
 row "3 snapshot, $nsmall files: find | xargs fincore (median s)" "$(calc '%.3f' "$m_fc") [$(spread "${FC[@]}")]" "-" "-"
 row "3 snapshot ratio dupcache / fincore, medians" "${ratio}x (mins ${min_ratio}x)" "<= 1.0x" "$( ((snap_ok)) && status "$ratio" '<=' 1.0 || echo ERR)"
+fi
+
+# ---------------------------------------------------------------- 6: 100 GiB tracked
+# 2b's reads with 100 GiB of tracked clones (one 4 GiB file and 24 reflinks:
+# no more disk), spread over all of them: the engine's per-page state is then
+# far bigger than any cache.  The figure is against 2b's, from this run.
+if section 6; then
+	BIG_MIB=4096 BIG_CLONES=24
+	avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	if [ -z "${TB_MEDIAN:-}" ]; then
+		row "6 tracked 4 KiB folio, 100 GiB tracked" "needs section 2 in the same run" "-" "ERR"
+	elif [ "$avail" -lt $((3 * BIG_MIB)) ]; then
+		note "6: skipped: $avail MiB available, the 4 GiB image and its cached copy need $((3 * BIG_MIB))"
+	else
+		say "6: random 4 KiB reads over 100 GiB of tracked clones, $REPS repetitions"
+		mkdir -p "$MNT_C"
+		truncate -s $((BIG_MIB + 1024))M "$IMG_C" && mkfs.xfs -q -f -m reflink=1 "$IMG_C" &&
+			LOOP_C=$(losetup -f --show "$IMG_C") && mount "$LOOP_C" "$MNT_C" ||
+			die "setting up the 100 GiB tree failed"
+		dd if=/dev/zero of="$MNT_C/g00" bs=1M count=$BIG_MIB status=none conv=fsync || die "writing $MNT_C/g00 failed"
+		BIG=()
+		for ((i = 1; i <= BIG_CLONES; i++)); do
+			cp --reflink=always "$MNT_C/g00" "$(printf '%s/g%02d' "$MNT_C" $i)" || die "cp --reflink=always failed"
+			BIG+=("$(printf '%s/g%02d' "$MNT_C" $i)")
+		done
+		h drop "$MNT_C/g00" "${BIG[@]}"
+		STATS_PREV=$(sysctl -n kernel.bpf_stats_enabled) && sysctl -qw kernel.bpf_stats_enabled=1
+		TH=() TH_EV=() TH_TP=() TH_DT=() TH_REF=()
+		if start_engine "$MNT_C"; then
+			start_ref
+			h warm "$MNT_C/g00" # every page read in a clone is a duplicate
+			for ((r = 0; r < REPS; r++)); do
+				measure TH h randreads "$RAND_READS" $((300 + r)) "${BIG[@]}" || break
+				say "  rep $r: tracked 4K over 100 GiB ${TH[-1]} ns/ev (${TH_EV[-1]} ev, ${TH_TP[-1]} pages)"
+			done
+			bigmem=$(h mem "$ENGINE_PID")
+			stop_ref
+			stop_engine
+		fi
+		sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV" && STATS_PREV=
+		if ((${#TH[@]} == REPS)); then
+			m=$(median "${TH[@]}") x=$(calc '%.2f' "$(median "${TH[@]}") / $TB_MEDIAN")
+			row "6 tracked 4 KiB folio, 100 GiB tracked (ns/event; x 2b)" "$m (${x}x)" "<= 1.5x" "$(status "$x" '<=' 1.5)"
+			mapb=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["map_bytes"])' "$bigmem")
+			kpg=$(calc '%.1f' "$mapb / 1024 / $(((BIG_CLONES + 1) * BIG_MIB / 1024))")
+			row "6 kernel map memory, 100 GiB tracked (KiB per GiB)" "$kpg (total $(calc '%.1f' "$mapb / 1048576") MiB)" "<= 1024" "$(status "$kpg" '<=' 1024)"
+		else
+			row "6 tracked 4 KiB folio, 100 GiB tracked" "bench failed" "-" "ERR"
+		fi
+		umount "$MNT_C" && losetup -d "$LOOP_C" && LOOP_C= && rm -f "$IMG_C"
+	fi
 fi
 
 # ---------------------------------------------------------------- 5: top's own cost
