@@ -186,11 +186,11 @@ const volatile __u32 page_shift = 12;
 volatile __u32 paused;
 /*
  * The scanned trees' filesystems, so that a page of any other filesystem
- * costs a few compares, not a hash lookup.  0 watched: filter off.
+ * costs a few compares in one cache line, not a hash lookup.  0 watched:
+ * filter off.
  */
-__u32 watched_sb[DC_MAX_WATCHED_SB];
+struct dc_watched watched __attribute__((aligned(64)));
 __u32 watched_sb_flags[DC_MAX_WATCHED_SB]; /* DC_SB_* */
-__u32 nwatched_sb;
 
 /* 6.1 keeps a large folio's page count here; 6.18 calls it _nr_pages. */
 struct folio___v61 {
@@ -216,14 +216,14 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 /* The filter's entry for a filesystem: -1 not watched, DC_MAX_WATCHED_SB filter off. */
 static __always_inline int watched_index(__u32 dev)
 {
-	__u32 n = nwatched_sb;
+	__u32 n = watched.n;
 
 	if (!n)
 		return DC_MAX_WATCHED_SB;
 	for (int i = 0; i < DC_MAX_WATCHED_SB; i++) {
 		if ((__u32)i >= n)
 			return -1;
-		if (watched_sb[i] == dev)
+		if (watched.dev[i] == dev)
 			return i;
 	}
 	return -1;
@@ -296,11 +296,11 @@ struct range_ctx {
 	__u32 cg_slot;      /* the cgroup the pending count below goes to */
 	__u64 cg_pages, cg_refaults;
 	/*
-	 * The piece being accounted: pages [piece_start, piece_end) share a
-	 * state word, changed at once; their old states, the lanes that
-	 * changed, and the lane of piece_start.
+	 * The piece being accounted: pages [index, piece_end) share a state
+	 * word, changed at once; their old states, the lanes that changed,
+	 * and the lane of its first page.
 	 */
-	__u64 piece_start, piece_end;
+	__u64 piece_end;
 	__u64 piece_old, piece_changed;
 	__u32 piece_lane;
 };
@@ -539,7 +539,6 @@ static __always_inline bool start_piece(struct range_ctx *c, struct dc_file *fil
 	__u64 zero = 0, *w, entry, n;
 	__u32 word;
 
-	c->piece_start = idx;
 	if (find_span(&runs, file->run_first, file->run_count, &c->run, idx)) {
 		entry = c->run.base + (idx - c->run.lpage);
 		n = DC_PAGES_PER_WORD - entry % DC_PAGES_PER_WORD;
@@ -573,11 +572,10 @@ static __always_inline bool start_piece(struct range_ctx *c, struct dc_file *fil
 	return true;
 }
 
-/* The range's next page; 1 when the range is done. */
+/* The range's next piece (up to a state word's pages); 1 when the range is done. */
 static __always_inline int account_next(struct range_ctx *c, struct dc_file *file)
 {
 	__u64 idx = c->index;
-	__u32 shift;
 
 	if (idx >= c->end)
 		return 1;
@@ -587,12 +585,17 @@ static __always_inline int account_next(struct range_ctx *c, struct dc_file *fil
 		note_file_change(file);
 		return 1;
 	}
-	if (idx >= c->piece_end && !start_piece(c, file, idx))
+	if (!start_piece(c, file, idx))
 		return 1;
-	shift = (c->piece_lane + (idx - c->piece_start)) * DC_PAGE_BITS;
-	if (c->piece_changed >> shift & 1)
-		account_page(c, file, idx, c->piece_old >> shift & 0xffff);
-	c->index = idx + 1;
+	for (__u32 j = 0; j < DC_PAGES_PER_WORD; j++) {
+		__u32 shift = (c->piece_lane + j) * DC_PAGE_BITS;
+
+		if (idx + j >= c->piece_end)
+			break;
+		if (c->piece_changed >> shift & 1)
+			account_page(c, file, idx + j, c->piece_old >> shift & 0xffff);
+	}
+	c->index = c->piece_end;
 	return c->index >= c->end;
 }
 
@@ -670,7 +673,6 @@ static __always_inline void account_range(__u32 which, struct dc_file *file, __u
 	c->pages = c->refaults = c->cg_pages = c->cg_refaults = 0;
 	c->dup = 0;
 	c->cg_slot = DC_CGROUP_UNKNOWN;
-	c->piece_start = c->piece_end = 0;
 	/* Most folios are one page: no loop for them. */
 	if (!account_next(c, file))
 		bpf_loop(npages, account_next_cb, &which, 0);

@@ -176,7 +176,12 @@ struct dc_cgroup_stats {
 _Static_assert(DC_MAX_CGROUPS <= DC_PAGE_CGROUP_MASK + 1, "a cgroup slot fits in a page's state");
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
-#define DC_MAX_WATCHED_SB 16
+#define DC_MAX_WATCHED_SB 15
+/* The filter, one cache line: how many filesystems, and their s_dev. */
+struct dc_watched {
+	__u32 n;
+	__u32 dev[DC_MAX_WATCHED_SB];
+};
 /* watched_sb_flags: keys on this filesystem carry the inode generation. */
 #define DC_SB_GEN 0x1
 

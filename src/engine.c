@@ -704,7 +704,7 @@ static int update_batch(struct bpf_map *map, const void *keys, const void *value
  */
 static void set_watched_sb(struct engine *e, const struct scan *s)
 {
-	uint32_t *sb = e->skel->bss->watched_sb, *flags = e->skel->bss->watched_sb_flags, n = 0;
+	uint32_t *sb = e->skel->bss->watched.dev, *flags = e->skel->bss->watched_sb_flags, n = 0;
 
 	for (size_t i = 0; i < s->nfiles && n <= DC_MAX_WATCHED_SB; i++) {
 		uint32_t k = 0;
@@ -721,7 +721,7 @@ static void set_watched_sb(struct engine *e, const struct scan *s)
 			flags[k] &= ~DC_SB_GEN;
 	}
 	/* More filesystems than the filter holds: 0 turns it off (and generations). */
-	e->skel->bss->nwatched_sb = n <= DC_MAX_WATCHED_SB ? n : 0;
+	e->skel->bss->watched.n = n <= DC_MAX_WATCHED_SB ? n : 0;
 }
 
 /* A scanned file's key, as the programs build it (set_watched_sb first). */
@@ -729,8 +729,8 @@ static struct dc_file_key file_key(const struct engine *e, const struct scanned_
 {
 	struct dc_file_key key = { .ino = f->ino, .subvol = f->subvol, .dev = f->sb_dev };
 
-	for (uint32_t k = 0; k < e->skel->bss->nwatched_sb; k++)
-		if (e->skel->bss->watched_sb[k] == f->sb_dev && (e->skel->bss->watched_sb_flags[k] & DC_SB_GEN))
+	for (uint32_t k = 0; k < e->skel->bss->watched.n; k++)
+		if (e->skel->bss->watched.dev[k] == f->sb_dev && (e->skel->bss->watched_sb_flags[k] & DC_SB_GEN))
 			key.gen = f->gen;
 	return key;
 }
