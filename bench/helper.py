@@ -15,6 +15,7 @@ usage: helper.py drop FILE...
        helper.py progstat PID NAME           -> "prog_id run_time_ns run_cnt added_pages removed_pages"
                                                 of the BPF program NAME loaded by process PID
        helper.py mem PID                     -> JSON: map memory (bytes_memlock) and RSS of PID
+       helper.py maxrss COMMAND...           -> peak RSS of COMMAND in KiB (its output discarded)
        helper.py median X...                 -> median
 """
 import json
@@ -228,6 +229,12 @@ def mem(pid):
     print(json.dumps({"map_bytes": sum(m["bytes"] for m in maps), "maps": maps, **status}))
 
 
+def maxrss(cmd):
+    import resource
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
 def median(xs):
     m = statistics.median(float(x) for x in xs)
     print(int(m) if m.is_integer() else m)
@@ -257,6 +264,8 @@ def main(argv):
         progstat(int(args[0]), args[1])
     elif cmd == "mem":
         mem(int(args[0]))
+    elif cmd == "maxrss":
+        maxrss(args)
     elif cmd == "median":
         median(args)
     else:

@@ -22,8 +22,8 @@
 # BENCH_REPS (repetitions of the BPF run-time windows, default 7),
 # BENCH_RAND_READS (random 4 KiB reads per window, default 16384),
 # BENCH_SNAP_REPS (dupcache/fincore snapshot pairs, default 9),
-# BENCH_SECTIONS (the sections to run, default "1 2 2d 3 6 5"; 4 runs with 2,
-# 6 needs 2).
+# BENCH_SECTIONS (the sections to run, default "1 2 2d 3 3b 6 5"; 4 runs with
+# 2, 6 needs 2).
 #
 # Page cache is dropped per file with POSIX_FADV_DONTNEED, never through
 # /proc/sys/vm/drop_caches.  Everything created here (loop devices, mounts,
@@ -43,7 +43,7 @@ CLONE_MIB=256          # one file of this size + 3 reflinked clones = 1 GiB
 SMALL_DIRS=50          # originals; as many directories of reflinked copies
 SMALL_FILES=100        # per directory
 SMALL_SIZE=16384
-SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 6 5} "
+SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 3b 6 5} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -75,7 +75,9 @@ IMG_C=/dev/shm/dupcache-bench.$$.c.img
 MNT_A=$WORK/a          # the watched tree: 1 GiB of reflinked files, nothing else
 MNT_B=$WORK/b          # an untracked file and the small-file tree
 MNT_C=$WORK/c          # 6: 100 GiB of reflinked clones of one 4 GiB file
-LOOP_A= LOOP_B= LOOP_C=
+MNT_D=$WORK/d          # 3b: 200,000 small files
+IMG_D=
+LOOP_A= LOOP_B= LOOP_C= LOOP_D=
 ENGINE_PID=
 REF_PID=
 TOP_PID=
@@ -125,13 +127,13 @@ cleanup() {
 	if [ -n "$STATS_PREV" ]; then
 		sysctl -qw kernel.bpf_stats_enabled="$STATS_PREV"
 	fi
-	for m in "$MNT_A" "$MNT_B" "$MNT_C"; do
+	for m in "$MNT_A" "$MNT_B" "$MNT_C" "$MNT_D"; do
 		mountpoint -q "$m" 2>/dev/null && { umount "$m" || umount -l "$m"; }
 	done
-	for l in "$LOOP_A" "$LOOP_B" "$LOOP_C"; do
+	for l in "$LOOP_A" "$LOOP_B" "$LOOP_C" "$LOOP_D"; do
 		[ -n "$l" ] && losetup -d "$l"
 	done
-	rm -f "$IMG_A" "$IMG_B" "$IMG_C"
+	rm -f "$IMG_A" "$IMG_B" "$IMG_C" ${IMG_D:+"$IMG_D"}
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -531,36 +533,66 @@ fi
 fi
 
 # ---------------------------------------------------------------- 3: snapshot vs fincore
-if section 3; then
-say "3: dupcache report (snapshot) vs fincore on $nsmall small files, $SNAP_REPS alternating pairs"
-json=$("$BIN" report --json "$MNT_B/small") ; rc=$?
-[ "$rc" = 0 ] || note "3: dupcache report --json exited $rc"
-read -r nf dup cached <<<"$(echo "$json" | "$PY" -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(t["files"], t["dup_bytes"], t["cached_bytes"])' 2>/dev/null)"
-note "3: the tree as dupcache sees it: ${nf:-?} files, cached $(( ${cached:-0} >> 20 )) MiB, duplicate $(( ${dup:-0} >> 20 )) MiB"
-[ "${nf:-0}" = "$nsmall" ] || note "3: dupcache counted ${nf:-?} files, the tree has $nsmall"
-[ "${dup:-0}" -gt 0 ] || note "3: dupcache found no duplicate bytes in the small tree (expected some)"
-run_dupcache() { "$BIN" report "$MNT_B/small" >/dev/null; }
-run_fincore() { find "$MNT_B/small" -type f -print0 | xargs -0 fincore >/dev/null; }
-run_dupcache; run_fincore # warm the dentry/inode caches
-DC=() FC=() snap_ok=1
-for ((r = 0; r < SNAP_REPS; r++)); do
-	if ((r % 2 == 0)); then order="dupcache fincore"; else order="fincore dupcache"; fi
-	for tool in $order; do
-		t0=$(now)
-		"run_$tool"; rc=$?
-		t1=$(now)
-		[ "$rc" = 0 ] || { note "3: $tool exited $rc"; snap_ok=0; }
-		t=$(calc '%.6f' "$t1 - $t0")
-		if [ "$tool" = dupcache ]; then DC+=("$t"); else FC+=("$t"); fi
+# snapshot_vs_fincore LABEL DIR NFILES: dupcache report against find | xargs
+# fincore on DIR, SNAP_REPS alternating pairs, and report's peak RSS per file
+# (against its own run on an empty directory).
+snapshot_vs_fincore() {
+	local label=$1 dir=$2 nfiles=$3 json rc nf dup cached r tool order t0 t1 t
+	local DC=() FC=() snap_ok=1 m_dc m_fc ratio min_ratio rss0 rss1
+	say "$label: dupcache report (snapshot) vs fincore on $nfiles files, $SNAP_REPS alternating pairs"
+	json=$("$BIN" report --json "$dir") ; rc=$?
+	[ "$rc" = 0 ] || note "$label: dupcache report --json exited $rc"
+	read -r nf dup cached <<<"$(echo "$json" | "$PY" -c 'import json,sys; t=json.load(sys.stdin)["totals"]; print(t["files"], t["dup_bytes"], t["cached_bytes"])' 2>/dev/null)"
+	note "$label: the tree as dupcache sees it: ${nf:-?} files, cached $(( ${cached:-0} >> 20 )) MiB, duplicate $(( ${dup:-0} >> 20 )) MiB"
+	[ "${nf:-0}" = "$nfiles" ] || note "$label: dupcache counted ${nf:-?} files, the tree has $nfiles"
+	[ "${dup:-0}" -gt 0 ] || note "$label: dupcache found no duplicate bytes in the tree (expected some)"
+	run_dupcache() { "$BIN" report "$dir" >/dev/null; }
+	run_fincore() { find "$dir" -type f -print0 | xargs -0 fincore >/dev/null; }
+	run_dupcache; run_fincore # warm the dentry/inode caches
+	for ((r = 0; r < SNAP_REPS; r++)); do
+		if ((r % 2 == 0)); then order="dupcache fincore"; else order="fincore dupcache"; fi
+		for tool in $order; do
+			t0=$(now)
+			"run_$tool"; rc=$?
+			t1=$(now)
+			[ "$rc" = 0 ] || { note "$label: $tool exited $rc"; snap_ok=0; }
+			t=$(calc '%.6f' "$t1 - $t0")
+			if [ "$tool" = dupcache ]; then DC+=("$t"); else FC+=("$t"); fi
+		done
+		say "  run $r: dupcache ${DC[-1]} s, fincore ${FC[-1]} s"
 	done
-	say "  run $r: dupcache ${DC[-1]} s, fincore ${FC[-1]} s"
-done
-m_dc=$(median "${DC[@]}") m_fc=$(median "${FC[@]}")
-ratio=$(calc '%.2f' "$m_dc / $m_fc")
-min_ratio=$(calc '%.2f' "$(printf '%s\n' "${DC[@]}" | sort -g | head -1) / $(printf '%s\n' "${FC[@]}" | sort -g | head -1)")
-row "3 snapshot, $nsmall files: dupcache report (median s)" "$(calc '%.3f' "$m_dc") [$(spread "${DC[@]}")]" "-" "-"
-row "3 snapshot, $nsmall files: find | xargs fincore (median s)" "$(calc '%.3f' "$m_fc") [$(spread "${FC[@]}")]" "-" "-"
-row "3 snapshot ratio dupcache / fincore, medians" "${ratio}x (mins ${min_ratio}x)" "<= 0.6x" "$( ((snap_ok)) && status "$ratio" '<=' 0.6 || echo ERR)"
+	m_dc=$(median "${DC[@]}") m_fc=$(median "${FC[@]}")
+	ratio=$(calc '%.2f' "$m_dc / $m_fc")
+	min_ratio=$(calc '%.2f' "$(printf '%s\n' "${DC[@]}" | sort -g | head -1) / $(printf '%s\n' "${FC[@]}" | sort -g | head -1)")
+	row "$label snapshot, $nfiles files: dupcache report (median s)" "$(calc '%.3f' "$m_dc") [$(spread "${DC[@]}")]" "-" "-"
+	row "$label snapshot, $nfiles files: find | xargs fincore (median s)" "$(calc '%.3f' "$m_fc") [$(spread "${FC[@]}")]" "-" "-"
+	row "$label snapshot ratio dupcache / fincore, medians" "${ratio}x (mins ${min_ratio}x)" "<= 0.6x" "$( ((snap_ok)) && status "$ratio" '<=' 0.6 || echo ERR)"
+	mkdir -p "$WORK/empty"
+	rss0=$(h maxrss "$BIN" report "$WORK/empty") rss1=$(h maxrss "$BIN" report "$dir")
+	t=$(calc '%.0f' "($rss1 - $rss0) * 1024 / $nfiles")
+	row "$label report peak RSS per file (bytes)" "$t ($rss1 KiB, empty tree $rss0 KiB)" "<= 200" "$(status "$t" '<=' 200)"
+}
+
+if section 3; then
+	snapshot_vs_fincore 3 "$MNT_B/small" "$nsmall"
+fi
+
+# 3b: the same on 200,000 files (4 KiB, half of them reflinked copies, a
+# third of the originals and half of the copies cached), on their own image.
+if section 3b; then
+	IMG_D=/dev/shm/dupcache-bench.$$.d.img
+	mkdir -p "$MNT_D"
+	truncate -s 2G "$IMG_D" && mkfs.xfs -q -f -m reflink=1 "$IMG_D" &&
+		LOOP_D=$(losetup -f --show "$IMG_D") && mount "$LOOP_D" "$MNT_D" ||
+		die "setting up the 200,000-file tree failed"
+	say "3b: creating 200,000 files"
+	h mktree "$MNT_D/o" 1000 100 4096 && cp -r --reflink=always "$MNT_D/o" "$MNT_D/c" ||
+		die "creating the 200,000-file tree failed"
+	find "$MNT_D" -type f -print0 | xargs -0 "$PY" "$HELPER" drop
+	find "$MNT_D" -type f | awk -F/ '{ n = substr($NF, 2) + 0; o = ($(NF - 2) == "o") }
+		(o && n % 3 == 0) || (!o && n % 2 == 0)' | xargs cat >/dev/null
+	snapshot_vs_fincore 3b "$MNT_D" "$(find "$MNT_D" -type f | wc -l)"
+	umount "$MNT_D" && losetup -d "$LOOP_D" && LOOP_D= && rm -f "$IMG_D"
 fi
 
 # ---------------------------------------------------------------- 6: 100 GiB tracked

@@ -302,6 +302,8 @@ int cmd_report(int argc, char **argv)
 		struct extmap_input *in;
 		struct dup_stats st;
 
+		/* A snapshot: the generations only key the engine's files. */
+		o.scan.no_gen = true;
 		scan_paths(paths, npaths, &o.scan, &s);
 		in = scan_extmap_input(&s);
 		if (extmap_build(in, s.nfiles, &m)) {

@@ -656,7 +656,7 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	f.sb_dev = dev->sb_dev;
 	f.subvol = dev->subvol;
 	/* i_generation: a reused inode number is another file (XFS, btrfs, ext4 have it). */
-	f.has_gen = ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
+	f.has_gen = !o->no_gen && ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
 	f.gen = f.has_gen ? (uint32_t)gen : 0;
 	close(fd);
 	f.path = xstrdup(path);

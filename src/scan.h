@@ -90,6 +90,7 @@ struct scan_opts {
 	struct scan_filter filter;
 	bool quiet;           /* no per-file messages */
 	bool no_sync;         /* leave dirty data alone: its extents may be pending */
+	bool no_gen;          /* no inode generations: no engine will key files by them */
 	const struct scan_reuse *reuse;
 };
 
