@@ -15,7 +15,7 @@ usage: helper.py drop FILE...
        helper.py progstat PID NAME           -> "prog_id run_time_ns run_cnt added_pages removed_pages"
                                                 of the BPF program NAME loaded by process PID
        helper.py mem PID                     -> JSON: map memory (bytes_memlock) and RSS of PID
-       helper.py maxrss COMMAND...           -> peak RSS of COMMAND in KiB (its output discarded)
+       helper.py maxrss COMMAND...           -> peak RSS (VmHWM) of COMMAND in KiB, its output discarded
        helper.py median X...                 -> median
 """
 import json
@@ -230,9 +230,23 @@ def mem(pid):
 
 
 def maxrss(cmd):
-    import resource
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    """Peak RSS of cmd, from its own VmHWM (a high-water mark) read every
+    2 ms until it exits: getrusage would count this Python's memory too,
+    which a vfork'ed child's exec records as its own peak."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    hwm = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    if proc.returncode:
+        die(f"{cmd[0]} exited {proc.returncode}")
+    print(hwm)
 
 
 def median(xs):
