@@ -132,7 +132,11 @@ def kernel_tracepoints():
 def engine_tracepoints():
     """The tracepoints the engine's programs attach to, read from the BPF
     object's ELF sections (tp_btf/NAME), not from the tool."""
-    obj = os.path.join(HERE, '..', 'build', 'dupcache.bpf.o')
+    # the object of the binary under test: build/ for ./dupcache, its own
+    # directory for a build elsewhere (make asan: build/asan/dupcache)
+    obj = os.path.join(os.path.dirname(os.path.abspath(BIN)), 'dupcache.bpf.o')
+    if not os.path.exists(obj):
+        obj = os.path.join(HERE, '..', 'build', 'dupcache.bpf.o')
     out = run(['readelf', '-SW', obj]).stdout.decode()
     return set(re.findall(r'\stp_btf/(\w+)\s', out))
 
