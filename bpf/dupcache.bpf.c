@@ -395,6 +395,29 @@ static __always_inline void attribute_task(bool dup)
 		__sync_fetch_and_add(&t->dup_added, 1);
 }
 
+/*
+ * Add a range's pages (and refaults) to the five counters from
+ * resident_base on, laid out alike in struct dc_file and struct
+ * dc_cgroup_stats (asserted in dupcache.h).
+ */
+static __always_inline void add_counts(struct range_ctx *c, __u64 *resident_base, __u64 pages,
+				       __u64 refaults)
+{
+	struct dc_counts *n = (struct dc_counts *)resident_base;
+
+	if (c->seeding) {
+		__sync_fetch_and_add(&n->resident_base, pages);
+	} else if (c->delta > 0) {
+		__sync_fetch_and_add(&n->added, pages);
+		if (refaults)
+			__sync_fetch_and_add(&n->refaults, refaults);
+	} else {
+		__sync_fetch_and_add(&n->removed, pages);
+		if (c->reclaim)
+			__sync_fetch_and_add(&n->reclaimed, pages);
+	}
+}
+
 /* The cgroup counts gathered so far, into their cgroup. */
 static __always_inline void flush_cgroup(struct range_ctx *c)
 {
@@ -404,19 +427,8 @@ static __always_inline void flush_cgroup(struct range_ctx *c)
 	if (!c->cg_pages)
 		return;
 	cg = bpf_map_lookup_elem(&cgroup_stats, &slot);
-	if (cg) {
-		if (c->seeding) {
-			__sync_fetch_and_add(&cg->resident_base, c->cg_pages);
-		} else if (c->delta > 0) {
-			__sync_fetch_and_add(&cg->added, c->cg_pages);
-			if (c->cg_refaults)
-				__sync_fetch_and_add(&cg->refaults, c->cg_refaults);
-		} else {
-			__sync_fetch_and_add(&cg->removed, c->cg_pages);
-			if (c->reclaim)
-				__sync_fetch_and_add(&cg->reclaimed, c->cg_pages);
-		}
-	}
+	if (cg)
+		add_counts(c, &cg->resident_base, c->cg_pages, c->cg_refaults);
 	c->cg_pages = c->cg_refaults = 0;
 }
 
@@ -616,21 +628,11 @@ static __always_inline void flush_range(struct range_ctx *c, struct dc_file *fil
 
 	flush_cgroup(c);
 	if (c->pages) {
-		if (c->seeding) {
-			__sync_fetch_and_add(&file->resident_base, c->pages);
-		} else if (c->delta > 0) {
-			__sync_fetch_and_add(&file->added, c->pages);
-			if (c->refaults) {
-				__sync_fetch_and_add(&file->refaults, c->refaults);
-				__sync_fetch_and_add(&totals.refaults, c->refaults);
-			}
-		} else {
-			__sync_fetch_and_add(&file->removed, c->pages);
-			if (c->reclaim) {
-				__sync_fetch_and_add(&file->reclaimed, c->pages);
-				__sync_fetch_and_add(&totals.reclaimed, c->pages);
-			}
-		}
+		add_counts(c, &file->resident_base, c->pages, c->refaults);
+		if (c->refaults)
+			__sync_fetch_and_add(&totals.refaults, c->refaults);
+		if (c->delta < 0 && c->reclaim)
+			__sync_fetch_and_add(&totals.reclaimed, c->pages);
 	}
 	if (!c->dup)
 		return;

@@ -237,4 +237,21 @@ struct dc_task {
 	char comm[16];    /* its command at its first add */
 };
 
+/* The counters a file and a cgroup both keep, in this order (the programs add to either alike). */
+struct dc_counts {
+	__u64 resident_base;
+	__u64 added;
+	__u64 removed;
+	__u64 reclaimed;
+	__u64 refaults;
+};
+
+#define DC_COUNTS_AT(type) \
+	(__builtin_offsetof(type, added) == __builtin_offsetof(type, resident_base) + 8 && \
+	 __builtin_offsetof(type, removed) == __builtin_offsetof(type, resident_base) + 16 && \
+	 __builtin_offsetof(type, reclaimed) == __builtin_offsetof(type, resident_base) + 24 && \
+	 __builtin_offsetof(type, refaults) == __builtin_offsetof(type, resident_base) + 32)
+_Static_assert(DC_COUNTS_AT(struct dc_file), "a file's counters are a struct dc_counts");
+_Static_assert(DC_COUNTS_AT(struct dc_cgroup_stats), "a cgroup's counters are a struct dc_counts");
+
 #endif /* DUPCACHE_H */
