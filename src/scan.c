@@ -187,43 +187,94 @@ static uint64_t subvol_of(int fd)
 }
 
 /*
- * Deleted btrfs subvolumes whose blocks the cleaner has not yet dropped,
- * on the filesystems of the scanned files: each has an orphan item in the
- * root tree until then (what `btrfs subvolume sync` waits for).  Until it
- * goes, the extents it shared still say FIEMAP_EXTENT_SHARED.  Searching the
- * root tree needs CAP_SYS_ADMIN: without, 0.
+ * Deleted btrfs subvolumes whose blocks the cleaner has not yet dropped:
+ * each has an orphan item in the root tree, keyed by its root id, until
+ * then (what `btrfs subvolume sync` waits for).  Until it goes, the extents
+ * it shared still say FIEMAP_EXTENT_SHARED.  Searching the root tree needs
+ * CAP_SYS_ADMIN: without, none are seen.
  */
-uint64_t scan_btrfs_dropping(const struct scan *s)
+static void add_btrfs_drops(int fd, const uint8_t fsid[BTRFS_FSID_SIZE], struct btrfs_drops *d)
 {
-	uint64_t n = 0;
+	struct btrfs_ioctl_search_args args = { .key = {
+		.tree_id = BTRFS_ROOT_TREE_OBJECTID,
+		.min_objectid = BTRFS_ORPHAN_OBJECTID, .max_objectid = BTRFS_ORPHAN_OBJECTID,
+		.min_type = BTRFS_ORPHAN_ITEM_KEY, .max_type = BTRFS_ORPHAN_ITEM_KEY,
+		.max_offset = UINT64_MAX, .max_transid = UINT64_MAX,
+	} };
+	uint64_t fs = 0;
 
-	for (size_t i = 0; i < s->nfiles; i++) {
-		struct btrfs_ioctl_search_args args = { .key = {
-			.tree_id = BTRFS_ROOT_TREE_OBJECTID,
-			.min_objectid = BTRFS_ORPHAN_OBJECTID, .max_objectid = BTRFS_ORPHAN_OBJECTID,
-			.min_type = BTRFS_ORPHAN_ITEM_KEY, .max_type = BTRFS_ORPHAN_ITEM_KEY,
-			.max_offset = UINT64_MAX, .max_transid = UINT64_MAX,
-			.nr_items = UINT32_MAX,
-		} };
-		bool first = true;
-		int fd;
+	memcpy(&fs, fsid, sizeof(fs));
+	/* a buffer holds about 120 orphan items: bounded, 64 of them */
+	for (int round = 0; round < 64; round++) {
+		size_t off = 0;
+		uint64_t last = 0;
 
-		/* one search per filesystem: the first of its files */
-		if (!s->files[i].subvol)
-			continue;
-		for (size_t j = 0; j < i && first; j++)
-			first = s->files[j].sb_dev != s->files[i].sb_dev || !s->files[j].subvol;
-		if (!first)
-			continue;
-		fd = open(s->files[i].path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		args.key.nr_items = UINT32_MAX;
+		if (ioctl(fd, BTRFS_IOC_TREE_SEARCH, &args) || !args.key.nr_items)
+			return;
+		for (uint32_t i = 0; i < args.key.nr_items; i++) {
+			struct btrfs_ioctl_search_header h;
+
+			if (off + sizeof(h) > sizeof(args.buf))
+				return;
+			memcpy(&h, args.buf + off, sizeof(h));
+			off += sizeof(h) + h.len;
+			last = h.offset;
+			d->n++;
+			d->which ^= mix(fs, h.offset);
+		}
+		if (last == UINT64_MAX)
+			return;
+		args.key.min_offset = last + 1;
+	}
+}
+
+struct btrfs_drops btrfs_drops_at(const char *const *paths, size_t n)
+{
+	struct btrfs_drops d = { 0 };
+	uint8_t (*seen)[BTRFS_FSID_SIZE] = xcalloc(n ? n : 1, sizeof(*seen));
+	size_t nseen = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct btrfs_ioctl_fs_info_args info = { 0 };
+		int fd = open(paths[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+		bool again = false;
+
 		if (fd < 0)
 			continue;
-		/* the items fit the buffer: nr_items says how many there are (bounded by it) */
-		if (!ioctl(fd, BTRFS_IOC_TREE_SEARCH, &args))
-			n += args.key.nr_items;
+		/* one search per filesystem, whichever of its subvolumes the path is in */
+		if (!ioctl(fd, BTRFS_IOC_FS_INFO, &info)) {
+			for (size_t j = 0; j < nseen && !again; j++)
+				again = !memcmp(seen[j], info.fsid, BTRFS_FSID_SIZE);
+			if (!again) {
+				memcpy(seen[nseen++], info.fsid, BTRFS_FSID_SIZE);
+				add_btrfs_drops(fd, info.fsid, &d);
+			}
+		}
 		close(fd);
 	}
-	return n;
+	free(seen);
+	return d;
+}
+
+struct btrfs_drops scan_btrfs_drops(const struct scan *s)
+{
+	const char **paths = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(*paths));
+	struct btrfs_drops d;
+	size_t n = 0;
+
+	/* one file per btrfs mount; btrfs_drops_at() sees which are one filesystem */
+	for (size_t i = 0; i < s->nfiles; i++) {
+		bool first = s->files[i].subvol != 0;
+
+		for (size_t j = 0; j < i && first; j++)
+			first = s->files[j].sb_dev != s->files[i].sb_dev || !s->files[j].subvol;
+		if (first)
+			paths[n++] = s->files[i].path;
+	}
+	d = btrfs_drops_at(paths, n);
+	free(paths);
+	return d;
 }
 
 static const struct dev_info *dev_info_of(struct scan *s, int fd, const struct stat *st)

@@ -127,8 +127,17 @@ static inline bool file_page_resident(const struct scanned_file *f, uint64_t pag
 
 /* Frees a file's resident bitmap; none resident. */
 void resident_free(struct scanned_file *f);
-/* btrfs subvolumes deleted and not yet dropped on the scanned filesystems (0 without privilege). */
-uint64_t scan_btrfs_dropping(const struct scan *s);
+/*
+ * btrfs subvolumes deleted and not yet dropped, on the filesystems of some
+ * paths or of the scanned files: how many, and which (a fingerprint of their
+ * filesystems and root ids).  None without privilege.
+ */
+struct btrfs_drops {
+	uint64_t n;
+	uint64_t which;
+};
+struct btrfs_drops btrfs_drops_at(const char *const *paths, size_t n);
+struct btrfs_drops scan_btrfs_drops(const struct scan *s);
 
 /* One FIEMAP extent: its pages that map to physical pages (false: none). */
 struct fiemap_extent;

@@ -15,8 +15,26 @@
 /* How often to look whether btrfs's cleaner has dropped a deleted subvolume. */
 #define DROPPING_POLL_NS 500000000LL
 
+/* A change to act on: the rebuild waits for quiet, or for REFRESH_MAX_DELAY_NS. */
+static void mark_changed(struct tracker *t, long long clock, bool reread_all)
+{
+	if (!t->changed_at)
+		t->pending_since = clock;
+	t->changed_at = clock;
+	t->reread_all |= reread_all;
+}
+
+/*
+ * btrfs drops a deleted subvolume's blocks in the background, with no
+ * event: the extents it shared stop being shared then.  When the set of
+ * pending drops differs from what it was when the extents were read, every
+ * file's extents are read again (any of them may have shared with one).
+ */
 static void survey(struct tracker *t, const struct scan_opts *opts)
 {
+	/* before the extents are read: a drop that ends while they are is seen */
+	struct btrfs_drops before = t->scan.nfiles ? scan_btrfs_drops(&t->scan) :
+				    btrfs_drops_at((const char *const *)t->paths, t->npaths);
 	struct extmap_input *in;
 
 	scan_paths(t->paths, t->npaths, opts, &t->scan);
@@ -26,31 +44,24 @@ static void survey(struct tracker *t, const struct scan_opts *opts)
 		exit(EXIT_FAIL);
 	}
 	free(in);
-	t->dropping = scan_btrfs_dropping(&t->scan);
-	t->dropping_seen_at = monotonic_ns();
+	t->drops = scan_btrfs_drops(&t->scan);
+	t->drops_seen_at = monotonic_ns();
+	if (t->drops.which != before.which)
+		mark_changed(t, t->drops_seen_at, true);
 }
 
-/*
- * btrfs drops a deleted subvolume's blocks in the background, with no
- * event: the extents it shared stop being shared then.  While a drop is
- * pending, look every DROPPING_POLL_NS; when one has finished, every file's
- * extents are read again (any of them may have shared with it).
- */
+/* While a drop is pending, look every DROPPING_POLL_NS whether it has ended. */
 static void note_dropped(struct tracker *t, long long clock)
 {
-	uint64_t n;
+	struct btrfs_drops now;
 
-	if (!t->dropping || clock - t->dropping_seen_at < DROPPING_POLL_NS)
+	if (!t->drops.n || clock - t->drops_seen_at < DROPPING_POLL_NS)
 		return;
-	n = scan_btrfs_dropping(&t->scan);
-	t->dropping_seen_at = clock;
-	if (n < t->dropping) {
-		if (!t->changed_at)
-			t->pending_since = clock;
-		t->changed_at = clock;
-		t->reread_all = true;
-	}
-	t->dropping = n;
+	now = scan_btrfs_drops(&t->scan);
+	t->drops_seen_at = clock;
+	if (now.which != t->drops.which)
+		mark_changed(t, clock, true);
+	t->drops = now;
 }
 
 /* Did any file change between the scan and the moment the engine was attached? */
@@ -95,10 +106,8 @@ int tracker_start(struct tracker *t, char **paths, int npaths, const struct scan
 	 * ctime): no event says which files changed, so the next rebuild reads
 	 * them all.
 	 */
-	if (t->seen_tree_changes || changed_since_scan(&t->scan)) {
-		t->changed_at = t->pending_since = monotonic_ns();
-		t->reread_all = true;
-	}
+	if (t->seen_tree_changes || changed_since_scan(&t->scan))
+		mark_changed(t, monotonic_ns(), true);
 	return EXIT_OK;
 }
 
@@ -139,9 +148,7 @@ int tracker_poll(struct tracker *t, bool now)
 
 	note_dropped(t, clock);
 	if (changes != t->seen_changes) {
-		if (!t->changed_at)
-			t->pending_since = clock;
-		t->changed_at = clock;
+		mark_changed(t, clock, false);
 		t->seen_changes = changes;
 	}
 	if (!t->changed_at || (!now && clock - t->changed_at < REFRESH_SETTLE_NS &&

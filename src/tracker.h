@@ -27,8 +27,8 @@ struct tracker {
 	bool reread_all;          /* the next rebuild re-reads every file's extents */
 	long long changed_at;     /* last change not yet acted on; 0: none */
 	long long pending_since;  /* first change not yet acted on */
-	uint64_t dropping;        /* btrfs subvolumes deleted, not yet dropped, at the last look */
-	long long dropping_seen_at;
+	struct btrfs_drops drops; /* btrfs subvolumes deleted, not yet dropped, at the last look */
+	long long drops_seen_at;
 };
 
 /* Scan, build the map, start the engine.  EXIT_OK or an exit code (said). */
