@@ -151,6 +151,12 @@ clean:
 # What the kernel build and the VM need besides DEB_PKGS.
 VM_PKGS := linux-source-6.1 qemu-system-x86 flex bison bc libssl-dev dwarves rsync cpio \
            kmod xz-utils
+# Adversarial policies the pcshare case registers (tests/vm/bpf).
+VM_BPF_OBJS := $(patsubst tests/vm/bpf/%.bpf.c,$(OUT)/vm_%.bpf.o,$(wildcard tests/vm/bpf/*.bpf.c))
+
+$(OUT)/vm_%.bpf.o: tests/vm/bpf/%.bpf.c vmlinux.h | $(OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
 .PHONY: kernel vmtest deps-vm
 deps-vm: deps
 	@missing=$$(for p in $(VM_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
@@ -163,5 +169,13 @@ deps-vm: deps
 kernel: deps-vm
 	bash kernel/build.sh
 
-vmtest: deps-vm $(BIN)
+vmtest: deps-vm $(BIN) $(VM_BPF_OBJS)
 	bash tests/vm/run.sh
+
+# The sharing kernel's benchmarks (bench/vm), in the same VM.
+$(OUT)/bench_open_cost: bench/open_cost.c | $(OUT)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $<
+
+.PHONY: vmbench
+vmbench: deps-vm $(BIN) $(OUT)/bench_open_cost
+	bash tests/vm/run.sh pcshare_open

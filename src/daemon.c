@@ -484,6 +484,9 @@ static void print_text(const struct figures *fg)
 		if (e->map.left_out)
 			printf("  %llu files left out: the policy map is full (--max-files %u)\n",
 			       (unsigned long long)e->map.left_out, e->capacity);
+		if (e->map.unsealed)
+			printf("  %llu clone set members are not immutable (chattr +i): the kernel shares only those\n",
+			       (unsigned long long)e->map.unsealed);
 	} else {
 		printf("dupcache daemon (advisory): %zu clone sets, %llu files; one page cache each would save %s\n",
 		       cs->nsets, (unsigned long long)cs->files, HB(cs->saving_bytes));
@@ -515,6 +518,7 @@ static json_object *json_enforcement(const struct enforcement *e, const struct p
 	json_add_u64(map, "files", e->map.files);
 	json_add_u64(map, "sets", e->map.sets);
 	json_add_u64(map, "left_out", e->map.left_out);
+	json_add_u64(map, "unsealed", e->map.unsealed);
 	json_add_u64(map, "capacity", e->capacity);
 	json_object_object_add(o, "policy_map", map);
 	for (int a = 0; a < PCS_NR_ANSWERS; a++)
@@ -691,6 +695,8 @@ static void metrics_enforcement(struct metrics *m, const struct enforcement *e)
 	metrics_add(m, "dupcache_policy_map_files", G, "Clones in the policy's donor map.", NULL, e->map.files);
 	metrics_add(m, "dupcache_policy_map_left_out_files", G,
 		    "Clones left out of the donor map because it is full.", NULL, e->map.left_out);
+	metrics_add(m, "dupcache_policy_map_unsealed_files", G,
+		    "Clones left out of the donor map because they are not immutable.", NULL, e->map.unsealed);
 	for (int a = 0; a < PCS_NR_ANSWERS; a++)
 		metrics_add(m, "dupcache_policy_answers_total", C, "Opens the policy was asked about, by answer.",
 			    metrics_label(label, sizeof(label), "answer", pcs_answer_names[a]),

@@ -208,7 +208,13 @@ bool policy_was_donor(const struct scanned_file *f, void *policy)
 	return p->ndonors && bsearch(&key, p->donor_keys, p->ndonors, sizeof(key), cmp_key_void);
 }
 
-/* The entries the map should hold: whole sets, most saving first, while they fit. */
+/*
+ * The entries the map should hold: the sealed members of whole sets, each
+ * mapped to the set's first sealed member (itself included: every member
+ * reads through the one cache), most saving first, while they fit.  The
+ * kernel shares only immutable files, so proposing others would only be
+ * refused; a set with fewer than two sealed members saves nothing.
+ */
 static size_t wanted_entries(const struct policy *p, const struct scan *s, const struct clone_sets *cs,
 			     struct donor_entry **out, struct policy_map_state *st)
 {
@@ -218,17 +224,28 @@ static size_t wanted_entries(const struct policy *p, const struct scan *s, const
 	*st = (struct policy_map_state){ 0 };
 	for (size_t i = 0; i < cs->nsets; i++) {
 		const struct clone_set *set = &cs->sets[i];
-		const struct scanned_file *donor = &s->files[set->members[0]];
+		const struct scanned_file *donor = NULL;
+		size_t nsealed = 0;
 
-		if (n + set->nmembers - 1 > p->capacity) {
-			st->left_out += set->nmembers - 1;
-			continue;
-		}
-		for (size_t m = 1; m < set->nmembers; m++) {
+		for (size_t m = 0; m < set->nmembers; m++) {
 			const struct scanned_file *f = &s->files[set->members[m]];
 
-			e[n++] = (struct donor_entry){ .member = { .ino = f->ino, .dev = f->sb_dev },
-						       .donor_ino = donor->ino };
+			if (f->sealed && !nsealed++)
+				donor = f;
+		}
+		st->unsealed += set->nmembers - nsealed;
+		if (nsealed < 2)
+			continue;
+		if (n + nsealed > p->capacity) {
+			st->left_out += nsealed;
+			continue;
+		}
+		for (size_t m = 0; m < set->nmembers; m++) {
+			const struct scanned_file *f = &s->files[set->members[m]];
+
+			if (f->sealed)
+				e[n++] = (struct donor_entry){ .member = { .ino = f->ino, .dev = f->sb_dev },
+							       .donor_ino = donor->ino };
 		}
 		st->sets++;
 	}
@@ -334,6 +351,7 @@ const char *const pcshare_event_names[PCSHARE_NR_EVENTS] = {
 	[PCSHARE_EV_POLICY_REFUSED] = "policy_refused",
 	[PCSHARE_EV_KERNEL_REFUSED] = "kernel_refused",
 	[PCSHARE_EV_RELEASED] = "released",
+	[PCSHARE_EV_VERIFIED] = "verified",
 };
 
 bool pcshare_vmstat_read(struct pcshare_vmstat *out)

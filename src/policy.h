@@ -48,6 +48,7 @@ struct policy_map_state {
 	uint64_t files;        /* members in the donor map */
 	uint64_t sets;         /* sets with members in it */
 	uint64_t left_out;     /* members not in it because it is full */
+	uint64_t unsealed;     /* members not in it because they are not immutable */
 };
 /* Make the donor map say what the clone sets say.  0 or a negative errno. */
 int policy_update(struct policy *p, const struct scan *s, const struct clone_sets *cs,
@@ -62,7 +63,7 @@ extern const char *const pcs_answer_names[PCS_NR_ANSWERS];
 
 /* The kernel's own page cache sharing counters, /proc/vmstat pcshare_<name>. */
 enum pcshare_event { PCSHARE_EV_GRANTED, PCSHARE_EV_POLICY_REFUSED, PCSHARE_EV_KERNEL_REFUSED,
-		     PCSHARE_EV_RELEASED, PCSHARE_NR_EVENTS };
+		     PCSHARE_EV_RELEASED, PCSHARE_EV_VERIFIED, PCSHARE_NR_EVENTS };
 extern const char *const pcshare_event_names[PCSHARE_NR_EVENTS];
 struct pcshare_vmstat {
 	uint64_t events[PCSHARE_NR_EVENTS];

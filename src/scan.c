@@ -709,6 +709,11 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 	/* i_generation: a reused inode number is another file (XFS, btrfs, ext4 have it). */
 	f.has_gen = !o->no_gen && ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
 	f.gen = f.has_gen ? (uint32_t)gen : 0;
+	{
+		int attr = 0;
+
+		f.sealed = ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0 && (attr & FS_IMMUTABLE_FL);
+	}
 	close(fd);
 	f.path = xstrdup(path);
 	add_file(s, &f);

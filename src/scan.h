@@ -25,6 +25,7 @@ struct scanned_file {
 	uint64_t subvol;        /* btrfs: the subvolume's root id; 0 elsewhere */
 	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
 	bool has_gen;
+	bool sealed;            /* immutable (FS_IMMUTABLE_FL): the sharing kernel shares only these */
 	uint64_t size;
 	struct timespec ctime;  /* when it was read: a later one means it changed */
 	uint64_t npages;        /* ceil(size / page size) */
