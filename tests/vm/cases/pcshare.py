@@ -7,7 +7,7 @@ pcshare.NAME.  Oracles: md5 of each file's bytes as written, /proc/meminfo
 (Cached:), /proc/vmstat (the kernel's pcshare_* counters), mincore, the
 uprobe hit counts, the BPF objects bpftool lists.
 
-On a loop XFS (reflink=1, user quota): a (64 MiB) with clones b c d e; w and
+On a loop XFS (reflink=1): a (64 MiB) with clones b c d e; w and
 w2; f and f2 with some 128 extents each (a B-tree on disk); the ticker x and
 x2; s (0600) and s2; u and u2 never sealed.  Everything but u, u2 is made
 immutable (sealed): the kernel shares nothing else.
@@ -20,7 +20,7 @@ With build/vm_pcshare_any.bpf.o, a policy that proposes any donor to anyone:
   frozen_no_wait      on a frozen filesystem, an open needing a new cache is
                       refused at once (no wait for inodegc), bytes right
   refused_unsealed    donor u is not immutable: refused
-  refused_internal    the quota inode, a directory, a missing inode: refused
+  refused_internal    the realtime bitmap inode, a directory, a missing inode: refused
   trust_unreadable    uid 1000 may not share through s (0600): refused; root may
   pipe_own_bytes      uid 1000 splices w2 into a pipe, closes it; root unseals and
                       rewrites the donor w; the pipe holds w2's bytes
@@ -385,7 +385,7 @@ def setup():
     os.makedirs(MNT, exist_ok=True)
     sh('truncate', '-s', '1G', WORK + '/img')
     sh('mkfs.xfs', '-q', '-m', 'reflink=1', WORK + '/img')
-    sh('mount', '-o', 'loop,uquota', WORK + '/img', MNT)
+    sh('mount', '-o', 'loop', WORK + '/img', MNT)
     write_file('a', DATA)
     for c in 'bcde':
         clone('a', c)
@@ -429,10 +429,11 @@ def extents(name):
     return int(re.search(r'fsxattr.nextents = (\d+)', out).group(1))
 
 
-def quota_inode():
-    out = subprocess.run(['xfs_quota', '-x', '-c', 'state -u', MNT], check=True,
+def rt_bitmap_inode():
+    """An internal inode every XFS has, a regular file nobody may open."""
+    out = subprocess.run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'p rbmino', WORK + '/img'], check=True,
                          stdout=subprocess.PIPE, text=True).stdout
-    return int(re.search(r'Inode: #(\d+)', out).group(1))
+    return int(re.search(r'rbmino = (\d+)', out).group(1))
 
 
 def propose(opened, donor_ino):
@@ -476,7 +477,7 @@ def adversary(sums):
 
     def internal():
         got = []
-        for donor in (quota_inode(), os.stat(MNT).st_ino, 1 << 40):
+        for donor in (rt_bitmap_inode(), os.stat(MNT).st_ino, 1 << 40):
             propose('b', donor)
             got.append(md5('b'))
         return got
