@@ -543,7 +543,8 @@ static __always_inline void change_states(struct range_ctx *c, __u64 *w, __u32 f
  * removal marks it GONE for the seeding).  With no room there, the page is
  * left out of every count, its adds and removals alike, and counted in
  * holes_full; its file is marked, so that the next rebuild sizes the map
- * for it.  Returns false when the pages past idx cannot be accounted.
+ * for it (a seeding's, the loader sizes for at once).  Returns false when
+ * the pages past idx cannot be accounted.
  */
 static __always_inline bool start_piece(struct range_ctx *c, struct dc_file *file, __u64 idx)
 {
@@ -578,7 +579,9 @@ static __always_inline bool start_piece(struct range_ctx *c, struct dc_file *fil
 		change_states(c, w, 0, 1);
 	} else {
 		__sync_fetch_and_add(&totals.holes_full, 1);
-		note_file_change(file);
+		/* a seeding's overflow is the loader's to size for, at once */
+		if (!c->seeding)
+			note_file_change(file);
 		c->piece_changed = 0;
 	}
 	return true;

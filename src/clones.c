@@ -6,13 +6,14 @@
 
 static const struct scan *sort_scan;
 
-static bool fully_mapped(const struct scanned_file *f)
+/*
+ * Every page of it maps to a physical page or lies in a hole, and some map:
+ * two such files with the same runs read the same bytes (zeros in holes).
+ * An unwritten or delayed extent looks like a hole in the runs, but is not.
+ */
+static bool plainly_mapped(const struct scanned_file *f)
 {
-	uint64_t mapped = 0;
-
-	for (size_t r = 0; r < f->nruns; r++)
-		mapped += f->runs[r].npages;
-	return f->npages && mapped == f->npages;
+	return f->nruns && !f->unmapped_extent;
 }
 
 /* Same filesystem, size and block map sort together. */
@@ -88,7 +89,7 @@ void clone_sets_find(const struct scan *s, uint64_t min_size,
 
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; i < s->nfiles; i++)
-		if (s->files[i].size >= min_size && fully_mapped(&s->files[i]))
+		if (s->files[i].size >= min_size && plainly_mapped(&s->files[i]))
 			cand[n++] = i;
 	sort_scan = s;
 	qsort(cand, n, sizeof(*cand), cmp_layout);

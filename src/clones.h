@@ -29,8 +29,8 @@ struct clone_sets {
 
 /*
  * Sets of two or more files at least min_size bytes long whose pages all
- * map (no holes, no unwritten or delayed extents) to the same physical
- * pages.  The donor is a member keep_donor() says is one already (a donor
+ * map to the same physical pages or lie in holes at the same offsets (no
+ * unwritten or delayed extents; something mapped).  The donor is a member keep_donor() says is one already (a donor
  * that moved would leave open shares on the old one), else the member with
  * the most pages cached, else the lowest inode.  keep_donor may be NULL.
  */

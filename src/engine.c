@@ -1024,10 +1024,21 @@ static int grace_period(struct engine *e)
 	return 0;
 }
 
-int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
+/* The live engine's count of hole pages its full map turned away. */
+static uint64_t holes_turned_away(const struct engine *e)
+{
+	return e->skel ? __atomic_load_n(&e->skel->data_totals->totals.holes_full, __ATOMIC_RELAXED) : 0;
+}
+
+/*
+ * Make the engine's maps fit the scan and seed them with what is resident;
+ * *seed_overflow: the pages the seeding found cached in holes, no room for.
+ */
+static int sync_once(struct engine *e, struct scan *s, const struct extmap *m, uint64_t *seed_overflow)
 {
 	struct capacity want = need(s, m);
 	struct sync_memo memo;
+	uint64_t before;
 	int err = 0;
 
 	if (e->skel) {
@@ -1039,7 +1050,7 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 		return err;
 	take_memo(e, &memo);
 	/* Room for the holes' pages cached now, and for those a full map turned away. */
-	want.holes = memo.nholes + (e->skel ? e->skel->data_totals->totals.holes_full : 0);
+	want.holes = memo.nholes + holes_turned_away(e);
 	if (!e->skel || !fits(&e->cap, &want)) {
 		/*
 		 * Bigger maps: the new engine is attached before the old one goes,
@@ -1066,11 +1077,33 @@ int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
 	if (!err) {
 		/* After attaching: a page added from now on is an event or resident. */
 		scan_residency(s);
+		before = holes_turned_away(e);
 		err = seed(e, s, &memo);
+		*seed_overflow = holes_turned_away(e) - before;
 		if (err)
 			err = bpf_load_error(err, "seeding the engine");
 	}
 	free_memo(&memo);
+	return err;
+}
+
+int engine_sync(struct engine *e, struct scan *s, const struct extmap *m)
+{
+	uint64_t overflow = 0;
+	int err = sync_once(e, s, m, &overflow);
+
+	/*
+	 * Only the seeding knows how many pages are cached in holes.  Past the
+	 * map's room, once more with room for them: the pages turned away are
+	 * resident, so the second seeding counts them (they are no loss).
+	 */
+	if (!err && overflow && e->cap.holes < DC_MAX_HOLE_PAGES) {
+		uint64_t again = 0;
+
+		err = sync_once(e, s, m, &again);
+		if (!err && e->carried.holes_full >= overflow)
+			e->carried.holes_full -= overflow;
+	}
 	if (err)
 		return err;
 	e->nfiles = s->nfiles;

@@ -343,6 +343,8 @@ static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, un
 	f->shared_bytes += extent_shared_bytes(e, f->size);
 	if (extent_pages(e, f->size, P, &run))
 		add_run(f, run.lpage, run.ppage, run.npages);
+	else if (e->fe_logical < f->size)
+		f->unmapped_extent = true;
 }
 
 /* 0, -EOPNOTSUPP when the filesystem has no FIEMAP, or another -errno. */

@@ -33,6 +33,7 @@ struct scanned_file {
 	size_t nruns;
 	uint64_t shared_bytes;  /* bytes in extents flagged FIEMAP_EXTENT_SHARED */
 	bool no_fiemap;         /* its filesystem cannot tell its extents */
+	bool unmapped_extent;   /* an extent maps to no page (unwritten, delayed, inline...): not a hole */
 	/*
 	 * Resident pages: a bitmap per RESIDENT_CHUNK_PAGES pages, NULL for a
 	 * chunk with none (a sparse image's holes cost a pointer per GiB);

@@ -1230,15 +1230,16 @@ def resident_pages_of(path):
 
 @watch_test('daemon_advisory')
 def d_advisory(fs, m):
-    """dupcache daemon in advisory mode: whole-file clone sets only, and the
-    page cache one donor per set would save, against mincore."""
+    """dupcache daemon in advisory mode: whole-file clone sets only (sparse
+    clones too, their holes at the same offsets), and the page cache one
+    donor per set would save, against mincore."""
     a, b, c, d = four_clones(m)
     e, f = m + '/e', m + '/f'
     make_file(e, 4 * MiB, seed=5)
     reflink(e, f)
     write_at(f, 5 * PAGE, data(PAGE, 9))            # f is no whole clone now
     g, h = m + '/g', m + '/h'
-    with open(g, 'wb') as fh:                        # a hole: not fully mapped
+    with open(g, 'wb') as fh:                        # holes: a sparse clone set
         fh.truncate(4 * MiB)
         fh.seek(MiB)
         fh.write(data(MiB, 3))
@@ -1262,8 +1263,10 @@ def d_advisory(fs, m):
     check('advisory mode' in err, 'stderr %r' % err)
     j = json.loads(out)
     sets = j['clone_sets']
-    check(len(sets) == 1, 'clone sets %s' % sets)
-    got = sets[0]
+    check(len(sets) == 2, 'clone sets %s' % sets)
+    got, sparse = sets                               # the larger saving first
+    check(sorted(sparse['members']) == sorted([g, h]) and sparse['size'] == 4 * MiB and
+          sparse['cached_bytes'] == 0 and sparse['saving_bytes'] == 0, 'sparse set %s' % sparse)
     check(sorted(got['members']) == sorted([a, b, c, d]), 'members %s' % got)
     check(got['donor'] in (a, b), 'donor %s: not one with the most cached' % got['donor'])
     vecs = [resident_pages_of(p) for p in (a, b, c, d)]
@@ -1273,9 +1276,9 @@ def d_advisory(fs, m):
     check(got['saving_bytes'] == want_saving and got['cached_bytes'] == want_cached,
           'set %s, want saving %d cached %d' % (got, want_saving, want_cached))
     check(got['size'] == 8 * MiB, 'size %s' % got['size'])
-    check(j['totals'] == {'sets': 1, 'files': 4, 'saving_bytes': want_saving},
+    check(j['totals'] == {'sets': 2, 'files': 6, 'saving_bytes': want_saving},
           'totals %s' % j['totals'])
-    want_m = {'dupcache_clone_sets': 1, 'dupcache_clone_set_files': 4,
+    want_m = {'dupcache_clone_sets': 2, 'dupcache_clone_set_files': 6,
               'dupcache_saving_bytes': want_saving}
     check({k: metrics.get(k) for k in want_m} == want_m, 'metrics %s' % metrics)
 

@@ -12,7 +12,7 @@
 
 static struct page_run run_a[] = { { 0, 100, 4 } };
 static struct page_run run_b[] = { { 0, 100, 2 }, { 2, 300, 2 } }; /* partly its own blocks */
-static struct page_run run_hole[] = { { 0, 100, 3 } };             /* page 3 unmapped */
+static struct page_run run_hole[] = { { 0, 100, 3 } };             /* page 3: a hole */
 static uint64_t res_all = 0xf, res_first = 0x1, res_two = 0x3;
 
 static struct scanned_file file(const char *path, uint32_t dev, struct page_run *runs,
@@ -113,12 +113,39 @@ static void donor_choice(void **state)
 	clone_sets_free(&cs);
 }
 
+/* Sparse clones (holes at the same offsets) make a set; a hole is not an unwritten extent. */
+static void holes_and_unwritten(void **state)
+{
+	struct scanned_file files[] = {
+		file("/sparse1", 1, run_hole, 1, &res_all),
+		file("/sparse2", 1, run_hole, 1, &res_two),
+		file("/unwritten1", 1, run_hole, 1, &res_all),
+		file("/unwritten2", 1, run_hole, 1, &res_all),
+		file("/empty1", 1, NULL, 0, &res_all),
+		file("/empty2", 1, NULL, 0, &res_all),
+	};
+	struct scan s = { .files = files, .nfiles = 6, .page_size = P };
+	struct clone_sets cs;
+
+	(void)state;
+	files[2].unmapped_extent = files[3].unmapped_extent = true; /* page 3: unwritten */
+	clone_sets_find(&s, 1, NULL, NULL, &cs);
+	assert_int_equal(cs.nsets, 1);
+	assert_int_equal(cs.sets[0].nmembers, 2);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/sparse1");
+	assert_string_equal(files[cs.sets[0].members[1]].path, "/sparse2");
+	/* pages 0 and 1 are cached twice (a hole's cached page too would be) */
+	assert_int_equal(cs.sets[0].saving_bytes, 2 * P);
+	clone_sets_free(&cs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(one_set_with_saving),
 		cmocka_unit_test(min_size_and_singletons),
 		cmocka_unit_test(donor_choice),
+		cmocka_unit_test(holes_and_unwritten),
 	};
 
 	return cmocka_run_group_tests_name("clones", tests, NULL, NULL);

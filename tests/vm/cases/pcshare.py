@@ -8,7 +8,7 @@ pcshare.NAME.  Oracles: md5 of each file's bytes as written, /proc/meminfo
 uprobe hit counts, the BPF objects bpftool lists.
 
 On a loop XFS (reflink=1): a (64 MiB) with clones b c d e; w and
-w2; f and f2 with some 128 extents each (a B-tree on disk); the ticker x and
+w2; f and f2 with 128 extents and 128 holes each (a B-tree on disk); the ticker x and
 x2; s (0600) and s2; u and u2 never sealed.  Everything but u, u2 is made
 immutable (sealed): the kernel shares nothing else.
 
@@ -31,7 +31,7 @@ With build/vm_pcshare_any.bpf.o, a policy that proposes any donor to anyone:
   mincore_hidden      uid 1000 owns e: mincore through its shared open shows
                       nothing of the cache; root sees exactly what was read
   cache_hints         fadvise WILLNEED through a shared open fills the cache
-  fragmented          f2 (extents in a B-tree, inodes dropped) shares with f
+  fragmented          f2 (extents and holes in a B-tree, inodes dropped) shares with f
   uprobe_own_text     a uprobe on x2 hits the running x2 shared with x, and once
                       removed leaves no breakpoint (both runs exit 0)
 With the daemon:
@@ -311,8 +311,8 @@ def cleanup():
         d.stop(signal.SIGKILL, 10)
     subprocess.run(['xfs_freeze', '-u', MNT], stderr=subprocess.DEVNULL)
     if os.path.isdir(TRACING + '/events/pcs'):
-        write_tracing('events/pcs/tick/enable', '0')
-        write_tracing('uprobe_events', '-:pcs/tick')
+        write_tracing('events/pcs/tick/enable', '0', quiet=True)
+        write_tracing('uprobe_events', '-:pcs/tick', quiet=True)
     subprocess.run(['umount', OVL + '/merged'], stderr=subprocess.DEVNULL)
     # Immutable files cannot be deleted; the whole filesystem goes instead.
     subprocess.run(['umount', MNT], stderr=subprocess.DEVNULL)
@@ -329,13 +329,15 @@ def cleanup():
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def write_tracing(rel, text):
-    """O_APPEND: uprobe_events takes definitions appended, not a rewritten file."""
+def write_tracing(rel, text, quiet=False):
+    """O_APPEND: uprobe_events takes definitions appended, not a rewritten file.
+    An error is the test's unless quiet (cleanup removes what may not exist)."""
     fd = os.open(os.path.join(TRACING, rel), os.O_WRONLY | os.O_APPEND)
     try:
         os.write(fd, text.encode())
     except OSError:
-        pass
+        if not quiet:
+            raise
     finally:
         os.close(fd)
 
@@ -397,14 +399,14 @@ def setup():
     write_file('s', os.urandom(MiB), 0o600)
     clone('s', 's2')
     os.chmod(path('s2'), 0o644)
-    # f: 128 extents, one 4 KiB block each (a filler block between them), so
-    # that its block map is a B-tree on disk and is read in on demand.
-    with open(path('f'), 'wb') as f, open(path('filler'), 'wb') as filler:
-        for _ in range(128):
-            for out in (f, filler):
-                out.write(os.urandom(4096))
-                out.flush()
-                os.fsync(out.fileno())
+    # f: 128 extents, one 4 KiB block each with a hole after it, so that its
+    # block map is a B-tree on disk and is read in on demand.  Sized first:
+    # writes inside EOF get no speculative preallocation to fill the holes.
+    with open(path('f'), 'wb') as f:
+        f.truncate(256 * 4096)
+        for i in range(128):
+            os.pwrite(f.fileno(), os.urandom(4096), 2 * i * 4096)
+        os.fsync(f.fileno())
     clone('f', 'f2')
     src = WORK + '/ticker.c'
     with open(src, 'w') as f:
@@ -656,8 +658,9 @@ def uprobe_own_text():
     time.sleep(1.0)
 
     def hits():
+        # uprobe_profile: "<file> <event name> <hits>" (the name without its group)
         with open(TRACING + '/uprobe_profile') as f:
-            return sum(int(l.split()[-1]) for l in f if 'pcs/tick' in l)
+            return sum(int(l.split()[2]) for l in f if l.split()[:2] == [path('x2'), 'tick'])
     hits_first = hits()
     second = subprocess.Popen([path('x2'), '20'])
     time.sleep(1.0)
