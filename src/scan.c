@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <fts.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,7 +387,7 @@ static int read_extents(struct scanned_file *f, int fd, unsigned P, bool sync)
 
 /* ---- residency ---- */
 
-static bool have_cachestat = true;
+static bool have_cachestat = true; /* workers may clear it concurrently */
 
 /*
  * Pages of [off, off + len) in the page cache, from cachestat; -1 when
@@ -397,12 +398,12 @@ static int64_t cached_pages(int fd, uint64_t off, uint64_t len)
 	struct cachestat_range_arg range = { off, len };
 	struct cachestat_result cs;
 
-	if (!have_cachestat)
+	if (!__atomic_load_n(&have_cachestat, __ATOMIC_RELAXED))
 		return -1;
 	if (syscall(__NR_cachestat, fd, &range, &cs, 0) == 0)
 		return cs.nr_cache;
 	if (errno == ENOSYS)
-		have_cachestat = false;
+		__atomic_store_n(&have_cachestat, false, __ATOMIC_RELAXED);
 	return -1;
 }
 
@@ -462,14 +463,13 @@ static uint64_t *resident_chunk_of(struct scanned_file *f, uint64_t c)
 	return f->resident[c];
 }
 
-static int read_residency(struct scanned_file *f, const char *path, int fd, unsigned P)
+/* The caller checked residency_visible(). */
+static int read_residency(struct scanned_file *f, int fd, unsigned P)
 {
 	unsigned char *vec = NULL;
 	int64_t cached;
 
 	resident_free(f);
-	if (!residency_visible(path, fd))
-		return -EACCES;
 	if (!f->npages || !(cached = cached_pages(fd, 0, f->npages * P)))
 		return 0;
 	/* Every page cached (most small files that are cached at all): no mincore needed. */
@@ -630,47 +630,53 @@ static const struct scanned_file *reusable(const struct scan *s, const struct sc
 	return NULL;
 }
 
-/* path: what the file is called; acc: how to reach it from the walk's directory. */
-static void scan_file(struct scan *s, const struct scan_opts *o, const char *path, const char *acc,
-		      const struct stat *walk_st)
+/*
+ * ---- one file, in two halves ----
+ *
+ * The walk (one thread: fts moves the process into each directory) opens
+ * each file by its name and queues it; workers, one per further CPU, do the
+ * rest from the fd: FIEMAP, cachestat/mincore, the ioctls.  The walk takes
+ * the results back in the order it queued them, so a scan's files, counts
+ * and messages are those of a scan with no workers.
+ */
+struct file_job {
+	char *path;
+	int fd;               /* -1: nothing for a worker to do (reused, or skipped) */
+	struct stat walk_st;
+	struct scanned_file f;
+	int err;              /* skipped: skip_errno(err) */
+	uint64_t *counter;    /* or skipped: skip(counter, why) */
+	const char *why;
+	bool done;
+};
+
+#define JOB_RING 256
+
+struct scan_pool {
+	struct scan *s;
+	const struct scan_opts *o;
+	pthread_mutex_t lock;
+	pthread_cond_t work, finished;
+	struct file_job ring[JOB_RING];
+	size_t head, next, tail; /* oldest not taken back, next for a worker, next free */
+	bool stop;
+	int nworkers;
+	pthread_t workers[8];
+};
+
+/* The worker's half: everything from the open fd. */
+static void file_job_run(struct file_job *j, const struct scan_opts *o, unsigned P)
 {
 	struct scanned_file f = { 0 };
-	struct stat before, after;
-	unsigned P = s->page_size;
-	int fd, ret = 0;
+	struct stat before = j->walk_st, after;
+	int fd = j->fd, ret = 0;
 	long gen = 0; /* the ioctl is declared with a long; kernels write an int */
 
-	/* Hard links: the first path seen names the inode. */
-	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
-		return;
-	const struct scanned_file *old = reusable(s, o, walk_st);
-
-	if (old) {
-		f = *old;
-		f.path = xstrdup(path);
-		f.runs = f.nruns ? xcalloc(f.nruns, sizeof(*f.runs)) : NULL;
-		if (f.nruns)
-			memcpy(f.runs, old->runs, f.nruns * sizeof(*f.runs));
-		f.resident = NULL;
-		f.resident_pages = 0;
-		add_file(s, &f);
-		return;
-	}
-	fd = open_file(acc);
-	if (fd < 0) {
-		skip_errno(s, o, path, errno);
-		return;
-	}
-	/* The walk's stat is the version before: one stat less per file. */
-	before = *walk_st;
 	for (int attempt = 0;; attempt++) {
-		if (!S_ISREG(before.st_mode) || before.st_ino != walk_st->st_ino ||
-		    before.st_dev != walk_st->st_dev) {
-			close(fd);
-			free(f.runs);
-			resident_free(&f);
-			skip(s, o, &s->skipped.changed, true, path, "replaced during the scan");
-			return;
+		if (!S_ISREG(before.st_mode) || before.st_ino != j->walk_st.st_ino ||
+		    before.st_dev != j->walk_st.st_dev) {
+			j->why = "replaced during the scan";
+			goto fail;
 		}
 		free(f.runs);
 		resident_free(&f);
@@ -683,31 +689,23 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 			ret = 0;
 		}
 		if (!ret)
-			ret = read_residency(&f, acc, fd, P);
+			ret = read_residency(&f, fd, P);
 		if (ret || fstat(fd, &after) < 0)
 			break;
 		if (same_version(&before, &after))
 			break;
 		if (attempt + 1 == CHANGE_RETRIES) {
-			close(fd);
-			free(f.runs);
-			resident_free(&f);
-			skip(s, o, &s->skipped.changed, true, path, "kept changing during the scan");
-			return;
+			j->why = "kept changing during the scan";
+			goto fail;
 		}
 		before = after;
 	}
 	if (ret) {
-		close(fd);
-		free(f.runs);
-		resident_free(&f);
-		skip_errno(s, o, path, -ret);
-		return;
+		j->err = -ret;
+		goto fail;
 	}
-	const struct dev_info *dev = dev_info_of(s, fd, &before);
-
-	f.sb_dev = dev->sb_dev;
-	f.subvol = dev->subvol;
+	f.sb_dev = j->f.sb_dev;
+	f.subvol = j->f.subvol;
 	/* i_generation: a reused inode number is another file (XFS, btrfs, ext4 have it). */
 	f.has_gen = !o->no_gen && ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
 	f.gen = f.has_gen ? (uint32_t)gen : 0;
@@ -717,8 +715,198 @@ static void scan_file(struct scan *s, const struct scan_opts *o, const char *pat
 		f.sealed = ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0 && (attr & FS_IMMUTABLE_FL);
 	}
 	close(fd);
-	f.path = xstrdup(path);
-	add_file(s, &f);
+	f.path = j->path;
+	j->f = f;
+	return;
+fail:
+	close(fd);
+	free(f.runs);
+	resident_free(&f);
+}
+
+/* The walk takes a finished job back: the file joins the scan, or is skipped. */
+static void file_job_take(struct scan *s, const struct scan_opts *o, struct file_job *j)
+{
+	if (j->why) {
+		skip(s, o, j->counter ? j->counter : &s->skipped.changed, true, j->path, j->why);
+		free(j->path);
+	} else if (j->err) {
+		skip_errno(s, o, j->path, j->err);
+		free(j->path);
+	} else {
+		add_file(s, &j->f);
+	}
+}
+
+/* With p->lock held: the next queued job for a worker to run, or NULL. */
+static struct file_job *pool_claim(struct scan_pool *p)
+{
+	/* queued-done jobs may be taken back before any worker passed them */
+	if (p->next < p->head)
+		p->next = p->head;
+	while (p->next < p->tail) {
+		struct file_job *j = &p->ring[p->next++ % JOB_RING];
+
+		if (!j->done) /* skips and reused files are queued done */
+			return j;
+	}
+	return NULL;
+}
+
+static void *scan_worker(void *arg)
+{
+	struct scan_pool *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct file_job *j;
+
+		while (!(j = pool_claim(p)) && !p->stop)
+			pthread_cond_wait(&p->work, &p->lock);
+		if (!j)
+			break;
+		pthread_mutex_unlock(&p->lock);
+		file_job_run(j, p->o, p->s->page_size);
+		pthread_mutex_lock(&p->lock);
+		j->done = true;
+		pthread_cond_signal(&p->finished);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/*
+ * With p->lock held: take back the finished jobs at the head, in order; if
+ * there were none and @wait, run the next queued job here or wait for one
+ * to finish.  Returns whether anything was done.
+ */
+static bool pool_progress(struct scan_pool *p, bool wait)
+{
+	bool progressed = false;
+
+	while (p->head < p->tail && p->ring[p->head % JOB_RING].done) {
+		struct file_job j = p->ring[p->head++ % JOB_RING];
+
+		pthread_mutex_unlock(&p->lock);
+		file_job_take(p->s, p->o, &j);
+		pthread_mutex_lock(&p->lock);
+		progressed = true;
+	}
+	if (progressed || !wait || p->head == p->tail)
+		return progressed;
+	struct file_job *j = pool_claim(p);
+
+	if (j) {
+		pthread_mutex_unlock(&p->lock);
+		file_job_run(j, p->o, p->s->page_size);
+		pthread_mutex_lock(&p->lock);
+		j->done = true;
+	} else {
+		pthread_cond_wait(&p->finished, &p->lock);
+	}
+	return true;
+}
+
+static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_opts *o)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	int want = o->serial || cpus <= 1 ? 0 : (int)(cpus - 1 < 8 ? cpus - 1 : 8);
+
+	memset(p, 0, sizeof(*p));
+	p->s = s;
+	p->o = o;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->finished, NULL);
+	while (p->nworkers < want &&
+	       pthread_create(&p->workers[p->nworkers], NULL, scan_worker, p) == 0)
+		p->nworkers++;
+}
+
+/* Queue a job (done already, or with an fd for a worker). */
+static void pool_queue(struct scan_pool *p, const struct file_job *job)
+{
+	pthread_mutex_lock(&p->lock);
+	while (p->tail - p->head == JOB_RING || (!p->nworkers && p->head < p->tail))
+		pool_progress(p, true);
+	pool_progress(p, false);
+	p->ring[p->tail++ % JOB_RING] = *job;
+	if (!job->done)
+		pthread_cond_signal(&p->work);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* A path the walk skips, in its place among the files queued. */
+static void pool_skip(struct scan_pool *p, uint64_t *counter, const char *path, const char *why)
+{
+	struct file_job j = { .fd = -1, .path = xstrdup(path), .counter = counter, .why = why,
+			      .done = true };
+
+	pool_queue(p, &j);
+}
+
+static void pool_skip_errno(struct scan_pool *p, const char *path, int err)
+{
+	struct file_job j = { .fd = -1, .path = xstrdup(path), .err = err, .done = true };
+
+	pool_queue(p, &j);
+}
+
+/* Every queued job taken back, the workers gone. */
+static void pool_finish(struct scan_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	while (p->head < p->tail)
+		pool_progress(p, true);
+	p->stop = true;
+	pthread_cond_broadcast(&p->work);
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < p->nworkers; i++)
+		pthread_join(p->workers[i], NULL);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->finished);
+}
+
+/* The walk's half.  path: what the file is called; acc: how to reach it from the walk's directory. */
+static void scan_file(struct scan_pool *p, const char *path, const char *acc, const struct stat *walk_st)
+{
+	struct scan *s = p->s;
+	struct file_job j = { .fd = -1, .walk_st = *walk_st };
+
+	/* Hard links: the first path seen names the inode. */
+	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
+		return;
+	const struct scanned_file *old = reusable(s, p->o, walk_st);
+
+	if (old) {
+		j.f = *old;
+		j.f.path = xstrdup(path);
+		j.f.runs = j.f.nruns ? xcalloc(j.f.nruns, sizeof(*j.f.runs)) : NULL;
+		if (j.f.nruns)
+			memcpy(j.f.runs, old->runs, j.f.nruns * sizeof(*j.f.runs));
+		j.f.resident = NULL;
+		j.f.resident_pages = 0;
+		j.done = true;
+		pool_queue(p, &j);
+		return;
+	}
+	j.path = xstrdup(path);
+	j.fd = open_file(acc);
+	if (j.fd < 0) {
+		j.err = errno;
+	} else if (!residency_visible(acc, j.fd)) { /* faccessat needs the walk's directory */
+		close(j.fd);
+		j.err = EACCES;
+	} else {
+		/* The walk's stat is the version before: one stat less per file. */
+		const struct dev_info *dev = dev_info_of(s, j.fd, walk_st);
+
+		j.f.sb_dev = dev->sb_dev;
+		j.f.subvol = dev->subvol;
+	}
+	j.done = j.err != 0;
+	pool_queue(p, &j);
 }
 
 /* ---- the filter ---- */
@@ -787,8 +975,10 @@ static bool filter_takes(const struct scan_filter *f, const FTSENT *e, const cha
 
 /* ---- the walk ---- */
 
-static void walk(struct scan *s, const struct scan_opts *o, char *path)
+static void walk(struct scan_pool *p, char *path)
 {
+	struct scan *s = p->s;
+	const struct scan_opts *o = p->o;
 	/* fts names a child PATH/name, PATH's trailing '/' dropped */
 	size_t root_len = strlen(path) - (*path && path[strlen(path) - 1] == '/');
 	char name_buf[4096];
@@ -805,7 +995,7 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 	FTSENT *e;
 
 	if (!fts) {
-		skip_errno(s, o, path, errno);
+		pool_skip_errno(p, path, errno);
 		return;
 	}
 	while ((e = fts_read(fts))) {
@@ -814,7 +1004,7 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 		switch (e->fts_info) {
 		case FTS_F:
 			if (filter_takes(&o->filter, e, rel, true))
-				scan_file(s, o, e->fts_path, e->fts_accpath, e->fts_statp);
+				scan_file(p, e->fts_path, e->fts_accpath, e->fts_statp);
 			break;
 		case FTS_D:
 			if (e->fts_level && !filter_takes(&o->filter, e, rel, false))
@@ -822,26 +1012,26 @@ static void walk(struct scan *s, const struct scan_opts *o, char *path)
 			break;
 		case FTS_DEFAULT: /* FIFO, socket, device: named ones are bad input */
 			if (e->fts_level == 0)
-				skip(s, o, &s->skipped.special, true, e->fts_path, "not a regular file");
+				pool_skip(p, &s->skipped.special, e->fts_path, "not a regular file");
 			else
 				s->skipped.special++;
 			break;
 		case FTS_NS:
 			if (e->fts_level == 0 && e->fts_errno == ENOENT)
-				skip(s, o, &s->skipped.missing, true, e->fts_path, "no such file or directory");
+				pool_skip(p, &s->skipped.missing, e->fts_path, "no such file or directory");
 			else
-				skip_errno(s, o, e->fts_path, e->fts_errno);
+				pool_skip_errno(p, e->fts_path, e->fts_errno);
 			break;
 		case FTS_SLNONE:
 			if (e->fts_level == 0)
-				skip(s, o, &s->skipped.missing, true, e->fts_path, "dangling symbolic link");
+				pool_skip(p, &s->skipped.missing, e->fts_path, "dangling symbolic link");
 			break;
 		case FTS_DNR:
 			if (e->fts_level && !filter_takes(&o->filter, e, rel, false))
 				break; /* excluded: never read */
 			/* fall through */
 		case FTS_ERR:
-			skip_errno(s, o, e->fts_path, e->fts_errno);
+			pool_skip_errno(p, e->fts_path, e->fts_errno);
 			break;
 		default: /* directories, symlinks below the top */
 			break;
@@ -858,8 +1048,13 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 	s->mounts = xcalloc(1, sizeof(*s->mounts));
 	mount_table_load(s->mounts);
 	reuse_index(s, opts->reuse);
+	struct scan_pool *pool = xcalloc(1, sizeof(*pool));
+
+	pool_start(pool, s, opts);
 	for (int i = 0; i < npaths; i++)
-		walk(s, opts, paths[i]);
+		walk(pool, paths[i]);
+	pool_finish(pool);
+	free(pool);
 	free(s->reuse_order);
 	s->reuse_order = NULL;
 	return 0;
@@ -874,7 +1069,7 @@ void scan_residency(struct scan *s)
 
 		/* Gone or replaced since the scan: that inode holds no cache now. */
 		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || st.st_dev != f->st_dev ||
-		    read_residency(f, f->path, fd, s->page_size) < 0)
+		    !residency_visible(f->path, fd) || read_residency(f, fd, s->page_size) < 0)
 			resident_free(f);
 		if (fd >= 0)
 			close(fd);

@@ -93,6 +93,7 @@ struct scan_opts {
 	bool quiet;           /* no per-file messages */
 	bool no_sync;         /* leave dirty data alone: its extents may be pending */
 	bool no_gen;          /* no inode generations: no engine will key files by them */
+	bool serial;          /* no workers: every file on the walk's thread (tests compare) */
 	const struct scan_reuse *reuse;
 };
 
