@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 #include <fts.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -818,9 +819,15 @@ static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_op
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->finished, NULL);
+	sigset_t all, old;
+
+	/* Signals stay the caller's: a worker never runs a handler or eats an EINTR. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
 	while (p->nworkers < want &&
 	       pthread_create(&p->workers[p->nworkers], NULL, scan_worker, p) == 0)
 		p->nworkers++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Queue a job (done already, or with an fd for a worker). */
