@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <dirent.h>
 #include <fts.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
@@ -660,6 +662,7 @@ struct scan_pool {
 	pthread_cond_t work, finished;
 	struct file_job ring[JOB_RING];
 	size_t head, next, tail; /* oldest not taken back, next for a worker, next free */
+	size_t room;             /* jobs (open files) queued at most: <= JOB_RING */
 	bool stop;
 	int nworkers;
 	pthread_t workers[8];
@@ -808,6 +811,29 @@ static bool pool_progress(struct scan_pool *p, bool wait)
 	return true;
 }
 
+/*
+ * Each queued job holds an open file: half of the descriptors still free
+ * may be queued, so that the walk (fts opens directories) and the caller
+ * keep theirs.
+ */
+static size_t queue_room(void)
+{
+	struct rlimit lim;
+	size_t used = 0, room;
+	DIR *d;
+
+	if (getrlimit(RLIMIT_NOFILE, &lim) || lim.rlim_cur == RLIM_INFINITY)
+		return JOB_RING;
+	d = opendir("/proc/self/fd");
+	if (d) {
+		while (readdir(d))
+			used++;
+		closedir(d);
+	}
+	room = lim.rlim_cur > used + 2 ? (lim.rlim_cur - used) / 2 : 1;
+	return room < JOB_RING ? room : JOB_RING;
+}
+
 static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_opts *o)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -816,6 +842,7 @@ static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_op
 	memset(p, 0, sizeof(*p));
 	p->s = s;
 	p->o = o;
+	p->room = queue_room();
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->finished, NULL);
@@ -834,7 +861,7 @@ static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_op
 static void pool_queue(struct scan_pool *p, const struct file_job *job)
 {
 	pthread_mutex_lock(&p->lock);
-	while (p->tail - p->head == JOB_RING || (!p->nworkers && p->head < p->tail))
+	while (p->tail - p->head == p->room || (!p->nworkers && p->head < p->tail))
 		pool_progress(p, true);
 	pool_progress(p, false);
 	p->ring[p->tail++ % JOB_RING] = *job;
@@ -859,12 +886,20 @@ static void pool_skip_errno(struct scan_pool *p, const char *path, int err)
 	pool_queue(p, &j);
 }
 
-/* Every queued job taken back, the workers gone. */
-static void pool_finish(struct scan_pool *p)
+/* Every queued job taken back (their fds closed). */
+static void pool_drain(struct scan_pool *p)
 {
 	pthread_mutex_lock(&p->lock);
 	while (p->head < p->tail)
 		pool_progress(p, true);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Every queued job taken back, the workers gone. */
+static void pool_finish(struct scan_pool *p)
+{
+	pool_drain(p);
+	pthread_mutex_lock(&p->lock);
 	p->stop = true;
 	pthread_cond_broadcast(&p->work);
 	pthread_mutex_unlock(&p->lock);
@@ -900,6 +935,11 @@ static void scan_file(struct scan_pool *p, const char *path, const char *acc, co
 	}
 	j.path = xstrdup(path);
 	j.fd = open_file(acc);
+	if (j.fd < 0 && errno == EMFILE) {
+		/* the queue's open files are in the way: a caller short of fds loses no file */
+		pool_drain(p);
+		j.fd = open_file(acc);
+	}
 	if (j.fd < 0) {
 		j.err = errno;
 	} else if (!residency_visible(acc, j.fd)) { /* faccessat needs the walk's directory */
@@ -1005,7 +1045,7 @@ static void walk(struct scan_pool *p, char *path)
 		pool_skip_errno(p, path, errno);
 		return;
 	}
-	while ((e = fts_read(fts))) {
+	while ((errno = 0, e = fts_read(fts))) {
 		const char *rel = e->fts_level ? e->fts_path + root_len + 1 : top_name;
 
 		switch (e->fts_info) {
@@ -1044,6 +1084,9 @@ static void walk(struct scan_pool *p, char *path)
 			break;
 		}
 	}
+	/* The walk stopped short (no fds or memory left for fts): the rest is lost, and said. */
+	if (errno)
+		pool_skip_errno(p, path, errno);
 	fts_close(fts);
 }
 

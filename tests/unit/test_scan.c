@@ -4,7 +4,7 @@
  * job ring many times, with skips (FIFOs, a dangling link, an unreadable
  * name) and hard links among the files, a scan with workers gives the same
  * files, in the same order, with the same counts, as one on the walk's
- * thread alone.
+ * thread alone, also when the process is short of file descriptors.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <setjmp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -136,6 +137,22 @@ static void workers_change_nothing(void **state)
 		/* written just now and not dropped: every page is cached */
 		assert_int_equal(x->resident_pages, x->npages);
 	}
+	scan_free(&b);
+
+	/* Short of fds (the queue holds up to 256 open files): the same files still. */
+	struct rlimit was, low;
+
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+	low = was;
+	low.rlim_cur = 48;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	scan_to(paths, 3, &parallel, &b, msgs_b, sizeof(msgs_b));
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+	assert_string_equal(msgs_b, msgs_a);
+	assert_int_equal(b.nfiles, a.nfiles);
+	assert_memory_equal(&b.skipped, &a.skipped, sizeof(a.skipped));
+	for (size_t i = 0; i < a.nfiles; i++)
+		assert_string_equal(b.files[i].path, a.files[i].path);
 	scan_free(&a);
 	scan_free(&b);
 }
