@@ -111,11 +111,12 @@ struct {
 /*
  * The last memory cgroup seen on this CPU and its slot: consecutive pages
  * mostly share one, and this spares three pointer reads and a hash lookup.
- * The cgroup's id guards against a freed mem_cgroup's address coming back.
+ * The css serial number guards against a freed mem_cgroup's address coming
+ * back: it is never reused (the memcg id is: the lowest free one is taken).
  */
 struct cgroup_memo {
 	__u64 memcg;
-	__u64 id;
+	__u64 serial;
 	__u32 slot;
 	__u32 pad;
 };
@@ -762,20 +763,20 @@ static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 	struct dc_cgroup_stats *cg;
 	struct cgroup_memo *memo;
 	__u32 *slot, new, zero = 0;
-	__u64 id, memcg_id;
+	__u64 id, serial;
 
 	if (!memcg)
 		return DC_CGROUP_UNKNOWN;
-	memcg_id = (__u32)BPF_CORE_READ(memcg, id.id);
+	serial = BPF_CORE_READ(memcg, css.serial_nr);
 	memo = bpf_map_lookup_elem(&last_cgroup, &zero);
-	if (memo && memo->memcg == (__u64)memcg && memo->id == memcg_id)
+	if (memo && memo->memcg == (__u64)memcg && memo->serial == serial)
 		return memo->slot;
 	id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
 	slot = bpf_map_lookup_elem(&cgroup_slots, &id);
 	if (slot) {
 		if (memo) {
 			memo->memcg = (__u64)memcg;
-			memo->id = memcg_id;
+			memo->serial = serial;
 			memo->slot = *slot;
 		}
 		return *slot;
