@@ -44,6 +44,7 @@ struct row {
 	uint64_t dup, cached, shared; /* bytes; shared is -1 where it means nothing */
 	double rate[4];               /* added, removed, reclaimed, refaults: pages/s */
 	uint64_t count[4];            /* the same since start of row's counters */
+	uint32_t rank;                /* group and file rows: its name's order (prev.name_rank), 0 other rows */
 };
 
 struct header {
@@ -74,10 +75,24 @@ struct prev {
 	struct dc_totals totals;
 	uint64_t (*file)[4];
 	size_t nfiles;
+	uint32_t *name_rank;          /* by scan index: 1 + the place of its path in name order */
 	uint64_t cgroup[DC_MAX_CGROUPS][4];
 	struct engine_task *tasks;    /* by tgid, with attribution (--by process) */
 	size_t ntasks;
+	struct row *rows;             /* the frame's rows, reused: no fresh pages to fault in */
+	size_t rows_cap;
 };
+
+/* n zeroed rows in prev's buffer, grown if need be. */
+static struct row *frame_rows(struct prev *prev, size_t n)
+{
+	if (!prev->rows || n > prev->rows_cap) { /* never NULL, even for no rows */
+		prev->rows_cap = n > prev->rows_cap ? n : prev->rows_cap ? prev->rows_cap : 1;
+		prev->rows = xrealloc(prev->rows, prev->rows_cap, sizeof(*prev->rows));
+	}
+	memset(prev->rows, 0, n * sizeof(*prev->rows));
+	return prev->rows;
+}
 
 static const char usage[] =
 	"usage: dupcache top [-d SECONDS] [-s KEY] [-r ROWS] [--by group|file|cgroup|process]\n"
@@ -232,21 +247,54 @@ static double row_key(const struct row *r, enum col c)
 	}
 }
 
+/* Name order; ranks, where both rows have one, say it without comparing strings. */
+static int cmp_names(const struct row *x, const struct row *y)
+{
+	if (x->rank && y->rank)
+		return x->rank < y->rank ? -1 : x->rank > y->rank;
+	return strcmp(row_name(x), row_name(y));
+}
+
 static int cmp_row(const void *a, const void *b)
 {
 	const struct row *x = a, *y = b;
 	int d;
 
 	if (sort_col == C_NAME) {
-		d = strcmp(row_name(x), row_name(y));
+		d = cmp_names(x, y);
 	} else {
 		double kx = row_key(x, sort_col), ky = row_key(y, sort_col);
 
 		d = kx > ky ? -1 : kx < ky; /* biggest first */
 		if (!d)
-			d = strcmp(row_name(x), row_name(y));
+			d = cmp_names(x, y);
 	}
 	return sort_reverse ? -d : d;
+}
+
+static int cmp_path_index(const void *a, const void *b, void *files)
+{
+	const struct scanned_file *f = files;
+
+	return strcmp(f[*(const uint32_t *)a].path, f[*(const uint32_t *)b].path);
+}
+
+/*
+ * Each scanned file's place in name order, once per scan: rows tied on the
+ * sort key (most, at a million files) then compare two integers, not paths.
+ */
+static void rank_names(struct prev *prev, const struct scan *s)
+{
+	uint32_t *order = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(*order));
+
+	free(prev->name_rank);
+	prev->name_rank = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(*prev->name_rank));
+	for (size_t i = 0; i < s->nfiles; i++)
+		order[i] = i;
+	qsort_r(order, s->nfiles, sizeof(*order), cmp_path_index, s->files);
+	for (size_t i = 0; i < s->nfiles; i++)
+		prev->name_rank[order[i]] = i + 1;
+	free(order);
 }
 
 /*
@@ -300,6 +348,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 		}
 		free(prev->file);
 		prev->file = moved;
+		rank_names(prev, s);
 		prev->nfiles = es.nfiles;
 		prev->generation = t->generation;
 	}
@@ -329,7 +378,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 
 	switch (by) {
 	case BY_FILE:
-		rows = xcalloc(s->nfiles, sizeof(*rows));
+		rows = frame_rows(prev, s->nfiles);
 		for (size_t i = 0; i < s->nfiles && i < es.nfiles; i++) {
 			struct row *r;
 
@@ -337,6 +386,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 				continue;
 			r = &rows[n++];
 			r->name = s->files[i].path;
+			r->rank = prev->name_rank[i];
 			r->file = i;
 			r->group = m->file_group[i];
 			r->dup = file_share[i];
@@ -347,7 +397,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 		}
 		break;
 	case BY_GROUP:
-		rows = xcalloc(m->ngroups, sizeof(*rows));
+		rows = frame_rows(prev, m->ngroups);
 		n = m->ngroups;
 		for (uint32_t g = 0; g < m->ngroups; g++) {
 			rows[g].group = g;
@@ -364,6 +414,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 			r = &rows[g];
 			if (!r->name) {
 				r->name = s->files[i].path;
+				r->rank = prev->name_rank[i];
 				r->file = i;
 			} else
 				r->more++;
@@ -378,7 +429,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 		}
 		break;
 	case BY_CGROUP:
-		rows = xcalloc(es.ncgroups, sizeof(*rows));
+		rows = frame_rows(prev, es.ncgroups);
 		for (size_t c = 0; c < es.ncgroups; c++) {
 			const struct dc_cgroup_stats *cg = &es.cgroups[c];
 			const char *path = c == DC_CGROUP_UNKNOWN ? NULL : cgroup_path(cg->id);
@@ -404,7 +455,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 		}
 		break;
 	case BY_PROCESS:
-		rows = xcalloc(ntasks ? ntasks : 1, sizeof(*rows));
+		rows = frame_rows(prev, ntasks ? ntasks : 1);
 		task_names = xrealloc(task_names, ntasks ? ntasks : 1, sizeof(*task_names));
 		for (size_t k = 0; k < ntasks; k++) {
 			const struct dc_task *x = &tasks[k].t;
@@ -931,7 +982,7 @@ int cmd_top(int argc, char **argv)
 	started = monotonic_ns();
 	prev.at = started;
 	prev.generation = (uint64_t)-1;
-	free(collect(&t, o.by, DC_NO_GROUP, &prev, &h, &nrows, started)); /* baseline for rates */
+	collect(&t, o.by, DC_NO_GROUP, &prev, &h, &nrows, started); /* baseline for rates */
 	next = started + (long long)(o.delay * 1e9);
 	while (!stop_signal && !u.quit) {
 		long long now = monotonic_ns();
@@ -953,7 +1004,6 @@ int cmd_top(int argc, char **argv)
 					free(u.open);
 					u.open = NULL;
 				}
-				free(rows);
 				rows = collect(&t, u.open ? BY_FILE : o.by, g, &prev, &h, &nrows, started);
 				redraw = true;
 				if (!screen) {
@@ -993,8 +1043,9 @@ int cmd_top(int argc, char **argv)
 	}
 	if (screen)
 		endwin();
-	free(rows);
+	free(prev.rows);
 	free(prev.file);
+	free(prev.name_rank);
 	free(prev.tasks);
 	free(task_names);
 	free(u.sel_name);
