@@ -838,6 +838,7 @@ static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_op
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	int want = o->serial || cpus <= 1 ? 0 : (int)(cpus - 1 < 8 ? cpus - 1 : 8);
+	sigset_t all, old;
 
 	memset(p, 0, sizeof(*p));
 	p->s = s;
@@ -846,8 +847,6 @@ static void pool_start(struct scan_pool *p, struct scan *s, const struct scan_op
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	pthread_cond_init(&p->finished, NULL);
-	sigset_t all, old;
-
 	/* Signals stay the caller's: a worker never runs a handler or eats an EINTR. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1107,6 +1106,10 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 	free(pool);
 	free(s->reuse_order);
 	s->reuse_order = NULL;
+	/* The hard-link set is the walk's: gone before the caller builds on the scan (peak RSS). */
+	free(s->seen->slot);
+	free(s->seen);
+	s->seen = NULL;
 	return 0;
 }
 
