@@ -13,7 +13,7 @@
 #      (a) untracked inode, (b) tracked order-0 folio (POSIX_FADV_RANDOM 4 KiB
 #      reads), (c) tracked large folios (sequential), (d) = (b) with the task
 #      attribution of `top --by process` on
-#   3  `dupcache report` snapshot vs `fincore` on 10,000 small files
+#   3  `dupcache report` snapshot vs `fincore` on 20,000 small files
 #   4  kernel map memory and userspace RSS of the engine, per GiB of tracked
 #      shared data
 #
@@ -40,7 +40,7 @@ REPS=${BENCH_REPS:-7}
 SNAP_REPS=${BENCH_SNAP_REPS:-9}
 RAND_READS=${BENCH_RAND_READS:-16384}
 CLONE_MIB=256          # one file of this size + 3 reflinked clones = 1 GiB
-SMALL_DIRS=50          # originals; as many directories of reflinked copies
+SMALL_DIRS=100         # originals; as many directories of reflinked copies (20,000 files: issue 12)
 SMALL_FILES=100        # per directory
 SMALL_SIZE=16384
 SECTIONS=" ${BENCH_SECTIONS:-1 2 2d 3 3b 6 5} "
@@ -274,7 +274,7 @@ for ((d = 0; d < SMALL_DIRS; d++)); do
 done
 sync -f "$MNT_A" && sync -f "$MNT_B" || die "sync failed"
 nsmall=$(find "$MNT_B/small" -type f | wc -l)
-[ "$nsmall" -ge 10000 ] || die "small tree has $nsmall files, expected 10000"
+[ "$nsmall" -ge 20000 ] || die "small tree has $nsmall files, expected 20000"
 # Some of the small files resident: none (writing left the originals cached),
 # then originals fNNN with NNN % 3 == 0 and copies with NNN % 2 == 0, so the
 # NNN % 6 == 0 pairs are cached twice.
