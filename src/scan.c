@@ -668,12 +668,35 @@ struct scan_pool {
 	pthread_t workers[8];
 };
 
+/*
+ * fstat(), and from the same call whether the file is immutable (statx
+ * tells on XFS, btrfs, ext4...): *immutable is -1 where it cannot.
+ */
+static int stat_fd(int fd, struct stat *st, int *immutable)
+{
+	struct statx x;
+
+	*immutable = -1;
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &x) < 0)
+		return fstat(fd, st);
+	memset(st, 0, sizeof(*st));
+	st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+	st->st_ino = x.stx_ino;
+	st->st_mode = x.stx_mode;
+	st->st_size = x.stx_size;
+	st->st_mtim = (struct timespec){ x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec };
+	st->st_ctim = (struct timespec){ x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec };
+	if (x.stx_attributes_mask & STATX_ATTR_IMMUTABLE)
+		*immutable = !!(x.stx_attributes & STATX_ATTR_IMMUTABLE);
+	return 0;
+}
+
 /* The worker's half: everything from the open fd. */
 static void file_job_run(struct file_job *j, const struct scan_opts *o, unsigned P)
 {
 	struct scanned_file f = { 0 };
 	struct stat before = j->walk_st, after;
-	int fd = j->fd, ret = 0;
+	int fd = j->fd, ret = 0, immutable = -1;
 	long gen = 0; /* the ioctl is declared with a long; kernels write an int */
 
 	for (int attempt = 0;; attempt++) {
@@ -694,7 +717,7 @@ static void file_job_run(struct file_job *j, const struct scan_opts *o, unsigned
 		}
 		if (!ret)
 			ret = read_residency(&f, fd, P);
-		if (ret || fstat(fd, &after) < 0)
+		if (ret || stat_fd(fd, &after, &immutable) < 0)
 			break;
 		if (same_version(&before, &after))
 			break;
@@ -713,11 +736,12 @@ static void file_job_run(struct file_job *j, const struct scan_opts *o, unsigned
 	/* i_generation: a reused inode number is another file (XFS, btrfs, ext4 have it). */
 	f.has_gen = !o->no_gen && ioctl(fd, FS_IOC_GETVERSION, &gen) == 0;
 	f.gen = f.has_gen ? (uint32_t)gen : 0;
-	{
+	if (immutable < 0) {
 		int attr = 0;
 
-		f.sealed = ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0 && (attr & FS_IMMUTABLE_FL);
+		immutable = ioctl(fd, FS_IOC_GETFLAGS, &attr) == 0 && (attr & FS_IMMUTABLE_FL);
 	}
+	f.sealed = immutable;
 	close(fd);
 	f.path = j->path;
 	j->f = f;
