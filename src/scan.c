@@ -1045,14 +1045,33 @@ static bool filter_takes(const struct scan_filter *f, const FTSENT *e, const cha
 
 /* ---- the walk ---- */
 
-static void walk(struct scan_pool *p, char *path)
+/*
+ * A PATH that is a symlink to a file (not a directory) is named by its
+ * target: a file is reopened by its name without following a symlink (the
+ * residency pass, the gate), which would fail on the link.  A symlink to a
+ * directory stays as named: O_NOFOLLOW concerns only the last component.
+ * Returns the target (malloc'd) or NULL to walk PATH as it is.
+ */
+static char *file_link_target(const char *path)
+{
+	struct stat lst, st;
+
+	if (lstat(path, &lst) || !S_ISLNK(lst.st_mode) || stat(path, &st) || S_ISDIR(st.st_mode))
+		return NULL;
+	return realpath(path, NULL);
+}
+
+static void walk(struct scan_pool *p, char *named)
 {
 	struct scan *s = p->s;
 	const struct scan_opts *o = p->o;
+	char name_buf[4096];
+	/* the filter sees the name given, not the link's target's */
+	const char *top_name = last_component(named, name_buf, sizeof(name_buf));
+	char *target = file_link_target(named);
+	char *path = target ? target : named;
 	/* fts names a child PATH/name, PATH's trailing '/' dropped */
 	size_t root_len = strlen(path) - (*path && path[strlen(path) - 1] == '/');
-	char name_buf[4096];
-	const char *top_name = last_component(path, name_buf, sizeof(name_buf));
 	char *argv[] = { path, NULL };
 	/*
 	 * Physical walk: symlinks below the top are not followed, so no loops.
@@ -1066,6 +1085,7 @@ static void walk(struct scan_pool *p, char *path)
 
 	if (!fts) {
 		pool_skip_errno(p, path, errno);
+		free(target);
 		return;
 	}
 	while ((errno = 0, e = fts_read(fts))) {
@@ -1111,6 +1131,7 @@ static void walk(struct scan_pool *p, char *path)
 	if (errno)
 		pool_skip_errno(p, path, errno);
 	fts_close(fts);
+	free(target);
 }
 
 int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, struct scan *s)

@@ -1522,16 +1522,19 @@ def t_symlinks():
         make_file(a, 1 * MiB, seed=1)
         reflink(a, b)
         make_file(m + '/other/x', 1 * MiB, seed=2)
+        reflink(m + '/other/x', m + '/other/y')
         os.symlink('.', m + '/tree/loop')
         os.symlink('..', m + '/tree/up')
         os.symlink('a', m + '/tree/link_to_a')
         os.symlink('../other', m + '/tree/link_to_other')
         os.symlink('/nonexistent', m + '/tree/dangling')
         os.symlink('tree', m + '/toplink')
+        os.symlink('other/x', m + '/xlink')
         cold(m)
         read_range(a)
         read_range(b)
         read_range(m + '/other/x')
+        read_range(m + '/other/y')
         got, _ = snapshot([m + '/tree'], timeout=20)
         want = oracle.compute([m + '/tree'])
         compare(got, want, 'tree with symlinks')
@@ -1544,6 +1547,13 @@ def t_symlinks():
         want = oracle.compute([m + '/toplink', m + '/tree/link_to_a'])
         compare(got, want, 'top-level symlinks')
         check(got['totals']['files'] == 2, 'totals %s' % got['totals'])
+        # a top-level symlink to a file nothing else reaches: its target is read
+        got, _ = snapshot([m + '/xlink', m + '/other/y'], timeout=20)
+        want = oracle.compute([m + '/xlink', m + '/other/y'])
+        compare(got, want, 'top-level symlink to a file')
+        check(got['totals']['files'] == 2 and got['totals']['dup_bytes'] == 1 * MiB and
+              not any(got['skipped'].values()), 'totals %s, skipped %s' % (
+                  got['totals'], got['skipped']))
 
 
 @test('one_file_system')
