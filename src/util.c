@@ -189,9 +189,15 @@ static void on_stop_signal(int sig)
 	stop_signal = sig;
 }
 
+/*
+ * SA_RESTART: a scan running when the signal comes (the final one of a
+ * --watch, say) must not lose a file to an EINTR of a slow open or ioctl
+ * (FUSE, NFS).  The waits that must end on it end anyway: nanosleep, poll
+ * and ncurses' timed getch return EINTR whatever the flag says.
+ */
 void stop_on_signals(void)
 {
-	struct sigaction sa = { .sa_handler = on_stop_signal };
+	struct sigaction sa = { .sa_handler = on_stop_signal, .sa_flags = SA_RESTART };
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
