@@ -150,7 +150,7 @@ clean:
 # tests/vm/cases/* (see kernel/README.md). `make kernel` only builds it and prints its path.
 # What the kernel build and the VM need besides DEB_PKGS.
 VM_PKGS := linux-source-6.1 qemu-system-x86 flex bison bc libssl-dev dwarves rsync cpio \
-           kmod xz-utils
+           kmod xz-utils dmsetup
 # Adversarial policies the pcshare case registers (tests/vm/bpf).
 VM_BPF_OBJS := $(patsubst tests/vm/bpf/%.bpf.c,$(OUT)/vm_%.bpf.o,$(wildcard tests/vm/bpf/*.bpf.c))
 

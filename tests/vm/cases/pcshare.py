@@ -32,6 +32,10 @@ With build/vm_pcshare_any.bpf.o, a policy that proposes any donor to anyone:
                       nothing of the cache; root sees exactly what was read
   cache_hints         fadvise WILLNEED through a shared open fills the cache
   fragmented          f2 (extents and holes in a B-tree, inodes dropped) shares with f
+  eofblocks_trimmed   XFS frees the donor t's blocks past EOF (speculative
+                      preallocation) while t2 is read shared: every byte right
+  wb_error_refused    v's writeback failed (dm error target), v2 cloned from it:
+                      neither shares with the other; v reads its cache, v2 its blocks
   uprobe_own_text     a uprobe on x2 hits the running x2 shared with x, and once
                       removed leaves no breakpoint (both runs exit 0)
 With the daemon:
@@ -74,6 +78,8 @@ SIZE = 64 * MiB
 ONE_COPY_KIB = SIZE // 1024
 WORK = '/tmp/pcshare'
 MNT = WORK + '/m'
+WB = WORK + '/wb'         # wb_error_refused's filesystem, on a device-mapper device
+WB_DM = 'dcwb'
 OVL = WORK + '/ovl'
 CG = '/sys/fs/cgroup/trusted'
 TRACING = '/sys/kernel/tracing'
@@ -316,6 +322,8 @@ def cleanup():
     subprocess.run(['umount', OVL + '/merged'], stderr=subprocess.DEVNULL)
     # Immutable files cannot be deleted; the whole filesystem goes instead.
     subprocess.run(['umount', MNT], stderr=subprocess.DEVNULL)
+    subprocess.run(['umount', WB + '/m'], stderr=subprocess.DEVNULL)
+    subprocess.run(['dmsetup', 'remove', WB_DM], stderr=subprocess.DEVNULL)
     subprocess.run(['losetup', '-D'])
     subprocess.run(['rm', '-rf', WORK])
     for sub in (CG + '/sub', CG):
@@ -440,7 +448,11 @@ def rt_bitmap_inode():
 
 def propose(opened, donor_ino):
     """What the adversarial policy answers for an open of `opened`."""
-    key = ['%02x' % b for b in ino(opened).to_bytes(8, 'little')]
+    propose_ino(ino(opened), donor_ino)
+
+
+def propose_ino(opened_ino, donor_ino):
+    key = ['%02x' % b for b in opened_ino.to_bytes(8, 'little')]
     value = ['%02x' % b for b in donor_ino.to_bytes(8, 'little')]
     sh('bpftool', 'map', 'update', 'name', 'propose', 'key', 'hex', *key, 'value', 'hex', *value,
        stdout=subprocess.DEVNULL)
@@ -506,6 +518,8 @@ def adversary(sums):
     check('fragmented', got == sums['f2'] and (g, k, v) == (1, 0, 1) and EXTENTS['f2'] >= 100,
           '%d extents; granted +%d, refused +%d, verified +%d' % (EXTENTS['f2'], g, k, v))
 
+    eofblocks_trimmed()
+    wb_error_refused()
     uprobe_own_text()
     sh('bpftool', 'struct_ops', 'unregister', 'name', 'pcs_any')
 
@@ -641,6 +655,126 @@ def residency(sums):
     check('cache_hints', hinted == 512, 'after WILLNEED of 1 MiB more: %d pages' % hinted)
 
 
+XFS_IOC_FREE_EOFBLOCKS = (2 << 30) | (128 << 16) | (ord('X') << 8) | 58   # _IOR('X', 58, 128 B)
+XFS_EOF_FLAGS_SYNC = 1
+
+
+def eofblocks_trimmed():
+    """t was written by two opens (the second close keeps XFS's speculative
+    preallocation past EOF, and writeback allocates it), then sealed and cloned
+    to t2.  XFS frees those blocks when it likes (blockgc, every 300 s; here at
+    once by XFS_IOC_FREE_EOFBLOCKS): an open t2 shared with t reads on, every
+    byte right."""
+    data = os.urandom(4 * MiB)
+    for flags, part in ((os.O_TRUNC, data[:2 * MiB]), (os.O_APPEND, data[2 * MiB:])):
+        fd = os.open(path('t'), os.O_WRONLY | os.O_CREAT | flags, 0o644)
+        os.write(fd, part)
+        os.close(fd)
+    os.sync()
+    past_eof = os.stat(path('t')).st_blocks * 512 - len(data)
+    seal('t')
+    clone('t', 't2')
+    seal('t2')
+    propose('t2', ino('t'))
+    fd, (g,) = deltas(lambda: os.open(path('t2'), os.O_RDONLY), 'granted')
+    err = None
+    got = b''
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)     # the rest is read after the trim
+        got = os.pread(fd, 4096, 0)
+        mnt = os.open(MNT, os.O_RDONLY)
+        try:
+            args = (1).to_bytes(4, 'little') + XFS_EOF_FLAGS_SYNC.to_bytes(4, 'little')
+            fcntl.ioctl(mnt, XFS_IOC_FREE_EOFBLOCKS, args + bytes(120))
+        finally:
+            os.close(mnt)
+        while len(got) < len(data):
+            got += os.pread(fd, MiB, len(got))
+    except OSError as e:
+        err = e.errno
+    finally:
+        os.close(fd)
+    left = os.stat(path('t')).st_blocks * 512 - len(data)
+    check('eofblocks_trimmed', past_eof > 0 and g == 1 and err is None and got == data and left == 0,
+          '%d bytes past EOF before, %d after; granted +%d; errno %s after %d bytes, right %s' % (
+              past_eof, left, g, err, len(got), got == data[:len(got)]))
+
+
+def dm_table(*segments):
+    """Load and switch to a device-mapper table for WB_DM: (start, length, target args)."""
+    table = ''.join('%d %d %s\n' % seg for seg in segments)
+    log('dm table:', table.replace('\n', '; '))
+    sh('dmsetup', 'suspend', WB_DM)
+    subprocess.run(['dmsetup', 'load', WB_DM], input=table, text=True, check=True)
+    sh('dmsetup', 'resume', WB_DM)
+
+
+def wb_error_refused():
+    """v's writeback fails (a device-mapper error target over its blocks while
+    it is rewritten in place), so its page cache holds bytes no block has;
+    then v is cloned to v2 and both are sealed.  Neither opens shared, with
+    either as the donor: v reads its page cache (as on a stock kernel), v2 its
+    own blocks, which are v's old bytes."""
+    os.environ['DM_DISABLE_UDEV'] = '1'       # no udev in the VM: dmsetup makes /dev/mapper itself
+    os.makedirs(WB + '/m', exist_ok=True)
+    sh('truncate', '-s', '512M', WB + '/img')
+    loop = subprocess.run(['losetup', '-f', '--show', WB + '/img'], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout.strip()
+    sectors = int(subprocess.run(['blockdev', '--getsz', loop], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout)
+    sh('dmsetup', 'create', WB_DM, '--table', '0 %d linear %s 0' % (sectors, loop))
+    sh('mkfs.xfs', '-q', '-m', 'reflink=1', '/dev/mapper/' + WB_DM)
+    sh('mount', '/dev/mapper/' + WB_DM, WB + '/m')
+    v, v2 = WB + '/m/v', WB + '/m/v2'
+    old, new = os.urandom(MiB), os.urandom(MiB)
+    with open(v, 'wb') as f:
+        f.write(old)
+        f.flush()
+        os.fsync(f.fileno())
+    out = subprocess.run(['xfs_io', '-r', '-c', 'fiemap', v], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    ext = [tuple(map(int, m)) for m in re.findall(r'\d+: \[(\d+)\.\.(\d+)\]: (\d+)\.\.(\d+)', out)]
+    start, end = ext[0][2], ext[0][3] + 1          # 512-byte sectors of the device
+    dm_table((0, start, 'linear %s 0' % loop), (start, end - start, 'error'),
+             (end, sectors - end, 'linear %s %d' % (loop, end)))
+    fsync_err = None
+    fd = os.open(v, os.O_WRONLY)
+    try:
+        os.pwrite(fd, new, 0)
+        os.fsync(fd)
+    except OSError as e:
+        fsync_err = e.errno
+    finally:
+        os.close(fd)
+    dm_table((0, sectors, 'linear %s 0' % loop))
+    fd = os.open(v, os.O_RDONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, MiB)                      # aligned, as O_DIRECT needs
+        os.preadv(fd, [buf], 0)
+        on_disk = bytes(buf)
+    finally:
+        os.close(fd)
+    sh('cp', '--reflink=always', v, v2)
+    for name in (v, v2):
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL.to_bytes(4, 'little'))
+        finally:
+            os.close(fd)
+
+    def read_shared(name, donor):
+        propose_ino(os.stat(name).st_ino, os.stat(donor).st_ino)
+        with open(name, 'rb') as f:
+            return f.read()
+    (got2, (g2, r2)) = deltas(lambda: read_shared(v2, v), 'granted', 'kernel_refused')
+    (got1, (g1, r1)) = deltas(lambda: read_shared(v, v2), 'granted', 'kernel_refused')
+    check('wb_error_refused', (fsync_err, on_disk == old, g1, r1, g2, r2) == (EIO, True, 0, 1, 0, 1) and
+          got1 == new and got2 == old,
+          'fsync errno %s, disk has the old bytes %s; v: granted +%d refused +%d, reads its cache %s; '
+          'v2: granted +%d refused +%d, reads its blocks %s' % (
+              fsync_err, on_disk == old, g1, r1, got1 == new, g2, r2, got2 == old))
+
+
 def uprobe_own_text():
     """x2 runs shared with x.  A uprobe on x2 hits a run that started before it
     and one that started after, and once removed leaves no breakpoint: both
@@ -732,9 +866,10 @@ def with_daemon(sums, prog_ids0, map_ids0):
     first = d.wait_report()
     m = first['enforcement']['policy_map']
     donor_of = donors(first)
-    # Sets: a..e, f f2, x x2, s s2 sealed; u u2 not (w, w2 were rewritten: no set).
-    check('policy_map', (m['files'], m['sets'], m['left_out'], m['unsealed']) == (11, 4, 0, 2) and
-          donor_of['b'] in 'abcde' and donor_of['f'] in ('f', 'f2'), '%s %s' % (m, donor_of))
+    # Sets: a..e, f f2, x x2, s s2, t t2 sealed; u u2 not (w, w2 were rewritten: no set).
+    check('policy_map', (m['files'], m['sets'], m['left_out'], m['unsealed']) == (13, 5, 0, 2) and
+          donor_of['b'] in 'abcde' and donor_of['f'] in ('f', 'f2') and donor_of['t2'] in ('t', 't2'),
+          '%s %s' % (m, donor_of))
     donor = donor_of['a']
     members = [n for n in 'abcd' if n != donor]
     d.send(signal.SIGUSR1)          # the off switch first, on a cold cache
