@@ -53,9 +53,11 @@ echo "vmtest: kernel $kernel (ready in $(elapsed "$t0" "$(date +%s.%N)")s)"
 tests=$(IFS=,; echo "${*:-}")
 cmdline="root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144"
 cmdline+=" ro console=ttyS0 printk.time=1 panic=-1 init=$repo/tests/vm/init.sh"
+# 512 MiB of the guest's 3 GiB (2-2.5 GiB: section-aligned, below the top QEMU keeps; mkfs.xfs wants 300 MB) as emulated pmem (/dev/pmem0) for the fs-dax case.
+cmdline+=" memmap=512M!2G"
 cmdline+=" dupcache.repo=$repo dupcache.bin=$bin${tests:+ dupcache.tests=$tests}"
 
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 2G -smp 2 -nographic -no-reboot
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -m 3G -smp 2 -nographic -no-reboot
 	-monitor none
 	-kernel "$kernel" -append "$cmdline"
 	-fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap

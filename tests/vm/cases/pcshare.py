@@ -34,8 +34,11 @@ With build/vm_pcshare_any.bpf.o, a policy that proposes any donor to anyone:
   fragmented          f2 (extents and holes in a B-tree, inodes dropped) shares with f
   eofblocks_trimmed   XFS frees the donor t's blocks past EOF (speculative
                       preallocation) while t2 is read shared: every byte right
+  ro_snapshot_untouched  a frozen copy of a live XFS mounted ro,norecovery whose
+                      donor r has blocks past EOF: r2 not shared, the image unchanged
   wb_error_refused    v's writeback failed (dm error target), v2 cloned from it:
                       neither shares with the other; v reads its cache, v2 its blocks
+  dax_refused         on pmem with dax=always, d2 proposed d as donor: refused
   uprobe_own_text     a uprobe on x2 hits the running x2 shared with x, and once
                       removed leaves no breakpoint (both runs exit 0)
 With the daemon:
@@ -80,6 +83,8 @@ WORK = '/tmp/pcshare'
 MNT = WORK + '/m'
 WB = WORK + '/wb'         # wb_error_refused's filesystem, on a device-mapper device
 WB_DM = 'dcwb'
+DAX = WORK + '/dax'       # dax_refused's filesystem, on the VM's emulated pmem
+PMEM = '/dev/pmem0'
 OVL = WORK + '/ovl'
 CG = '/sys/fs/cgroup/trusted'
 TRACING = '/sys/kernel/tracing'
@@ -128,8 +133,13 @@ def ino(name):
 
 
 def seal(name, on=True):
+    """chattr +i / -i of a file in MNT."""
+    set_immutable(path(name), on)
+
+
+def set_immutable(file_path, on=True):
     """chattr +i / -i, by ioctl."""
-    fd = os.open(path(name), os.O_RDONLY)
+    fd = os.open(file_path, os.O_RDONLY)
     try:
         buf = bytearray(4)
         fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
@@ -322,7 +332,9 @@ def cleanup():
     subprocess.run(['umount', OVL + '/merged'], stderr=subprocess.DEVNULL)
     # Immutable files cannot be deleted; the whole filesystem goes instead.
     subprocess.run(['umount', MNT], stderr=subprocess.DEVNULL)
-    subprocess.run(['umount', WB + '/m'], stderr=subprocess.DEVNULL)
+    for m in ('/ro2', '/ro', '/wb/m'):
+        subprocess.run(['umount', WORK + m], stderr=subprocess.DEVNULL)
+    subprocess.run(['umount', DAX], stderr=subprocess.DEVNULL)
     subprocess.run(['dmsetup', 'remove', WB_DM], stderr=subprocess.DEVNULL)
     subprocess.run(['losetup', '-D'])
     subprocess.run(['rm', '-rf', WORK])
@@ -519,7 +531,9 @@ def adversary(sums):
           '%d extents; granted +%d, refused +%d, verified +%d' % (EXTENTS['f2'], g, k, v))
 
     eofblocks_trimmed()
+    ro_snapshot_untouched()
     wb_error_refused()
+    dax_refused()
     uprobe_own_text()
     sh('bpftool', 'struct_ops', 'unregister', 'name', 'pcs_any')
 
@@ -659,19 +673,26 @@ XFS_IOC_FREE_EOFBLOCKS = (2 << 30) | (128 << 16) | (ord('X') << 8) | 58   # _IOR
 XFS_EOF_FLAGS_SYNC = 1
 
 
+def write_with_eofblocks(name):
+    """name gets 4 MiB written by two opens: the second close keeps XFS's
+    speculative preallocation past EOF (a dirty release), which writeback
+    allocates.  Returns (bytes written, bytes allocated past EOF)."""
+    data = os.urandom(4 * MiB)
+    for flags, part in ((os.O_TRUNC, data[:2 * MiB]), (os.O_APPEND, data[2 * MiB:])):
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+        os.write(fd, part)
+        os.close(fd)
+    os.sync()
+    return data, os.stat(name).st_blocks * 512 - len(data)
+
+
 def eofblocks_trimmed():
     """t was written by two opens (the second close keeps XFS's speculative
     preallocation past EOF, and writeback allocates it), then sealed and cloned
     to t2.  XFS frees those blocks when it likes (blockgc, every 300 s; here at
     once by XFS_IOC_FREE_EOFBLOCKS): an open t2 shared with t reads on, every
     byte right."""
-    data = os.urandom(4 * MiB)
-    for flags, part in ((os.O_TRUNC, data[:2 * MiB]), (os.O_APPEND, data[2 * MiB:])):
-        fd = os.open(path('t'), os.O_WRONLY | os.O_CREAT | flags, 0o644)
-        os.write(fd, part)
-        os.close(fd)
-    os.sync()
-    past_eof = os.stat(path('t')).st_blocks * 512 - len(data)
+    data, past_eof = write_with_eofblocks(path('t'))
     seal('t')
     clone('t', 't2')
     seal('t2')
@@ -698,6 +719,47 @@ def eofblocks_trimmed():
     check('eofblocks_trimmed', past_eof > 0 and g == 1 and err is None and got == data and left == 0,
           '%d bytes past EOF before, %d after; granted +%d; errno %s after %d bytes, right %s' % (
               past_eof, left, g, err, len(got), got == data[:len(got)]))
+
+
+def ro_snapshot_untouched():
+    """A copy of a live filesystem (frozen for it) whose donor r has blocks past
+    EOF, mounted ro,norecovery: XFS frees nothing there, nor may sharing (it
+    would write a log that was never replayed).  An open of r2 with r as its
+    donor is refused, r2 reads its bytes, the image is unchanged."""
+    img, snap, live, ro = WORK + '/ro.img', WORK + '/ro.snap', WORK + '/ro', WORK + '/ro2'
+    for d in (live, ro):
+        os.makedirs(d, exist_ok=True)
+    sh('truncate', '-s', '512M', img)
+    sh('mkfs.xfs', '-q', '-m', 'reflink=1', img)
+    sh('mount', '-o', 'loop', img, live)
+    data, past_eof = write_with_eofblocks(live + '/r')
+    sh('cp', '--reflink=always', live + '/r', live + '/r2')
+    for n in ('r', 'r2'):
+        set_immutable(live + '/' + n)
+    sh('xfs_freeze', '-f', live)
+    try:
+        sh('cp', '--sparse=always', img, snap)
+    finally:
+        sh('xfs_freeze', '-u', live)
+    sh('mount', '-o', 'loop,ro,norecovery,nouuid', snap, ro)
+
+    def image_md5():
+        with open(snap, 'rb') as f:
+            return hashlib.file_digest(f, 'md5').hexdigest()
+    before = image_md5()
+    propose_ino(os.stat(ro + '/r2').st_ino, os.stat(ro + '/r').st_ino)
+
+    def read_r2():
+        with open(ro + '/r2', 'rb') as f:
+            return f.read()
+    got, (g, r) = deltas(read_r2, 'granted', 'kernel_refused')
+    left = os.stat(ro + '/r').st_blocks * 512 - len(data)
+    sh('umount', ro)
+    after = image_md5()
+    check('ro_snapshot_untouched', past_eof > 0 and left == past_eof and (g, r) == (0, 1) and
+          got == data and before == after,
+          '%d bytes past EOF, %d left; granted +%d, refused +%d; bytes right %s; image unchanged %s' % (
+              past_eof, left, g, r, got == data, before == after))
 
 
 def dm_table(*segments):
@@ -756,11 +818,7 @@ def wb_error_refused():
         os.close(fd)
     sh('cp', '--reflink=always', v, v2)
     for name in (v, v2):
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, FS_IMMUTABLE_FL.to_bytes(4, 'little'))
-        finally:
-            os.close(fd)
+        set_immutable(name)
 
     def read_shared(name, donor):
         propose_ino(os.stat(name).st_ino, os.stat(donor).st_ino)
@@ -773,6 +831,47 @@ def wb_error_refused():
           'fsync errno %s, disk has the old bytes %s; v: granted +%d refused +%d, reads its cache %s; '
           'v2: granted +%d refused +%d, reads its blocks %s' % (
               fsync_err, on_disk == old, g1, r1, got1 == new, g2, r2, got2 == old))
+
+
+STATX_ATTR_DAX = 0x00200000
+SYS_statx = 332         # x86_64
+
+
+def statx_attributes(name):
+    """statx(2)'s stx_attributes (Python 3.11 has no os.statx)."""
+    buf = ctypes.create_string_buffer(256)
+    if libc.syscall(SYS_statx, -100, name.encode(), 0, 0xfff, buf):   # AT_FDCWD, STATX_BASIC_STATS
+        raise OSError(ctypes.get_errno(), 'statx ' + name)
+    return int.from_bytes(buf.raw[8:16], 'little')
+
+
+def dax_refused():
+    """On pmem (the VM's memmap= region, /dev/pmem0), XFS mounted dax=always:
+    d and its clone d2, sealed, read through no page cache at all.  An open
+    of d2 with d as its donor is refused; d2 reads its own bytes."""
+    if not os.path.exists(PMEM):
+        check('dax_refused', False, '%s missing: the VM boots with memmap=, the kernel needs '
+              'CONFIG_X86_PMEM_LEGACY, CONFIG_BLK_DEV_PMEM, CONFIG_FS_DAX' % PMEM)
+        return
+    os.makedirs(DAX, exist_ok=True)
+    sh('mkfs.xfs', '-q', '-f', '-m', 'reflink=1', PMEM)
+    sh('mount', '-o', 'dax=always', PMEM, DAX)
+    d, d2 = DAX + '/d', DAX + '/d2'
+    data = os.urandom(MiB)
+    with open(d, 'wb') as f:
+        f.write(data)
+    sh('cp', '--reflink=always', d, d2)
+    for name in (d, d2):
+        set_immutable(name)
+    dax = all(statx_attributes(n) & STATX_ATTR_DAX for n in (d, d2))
+    propose_ino(os.stat(d2).st_ino, os.stat(d).st_ino)
+
+    def read_d2():
+        with open(d2, 'rb') as f:
+            return f.read()
+    got, (g, r) = deltas(read_d2, 'granted', 'kernel_refused')
+    check('dax_refused', dax and (g, r) == (0, 1) and got == data,
+          'both DAX %s; granted +%d, refused +%d; bytes right %s' % (dax, g, r, got == data))
 
 
 def uprobe_own_text():
