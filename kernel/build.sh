@@ -89,24 +89,48 @@ kver=$(awk -F' *= *' '$1=="VERSION"{v=$2} $1=="PATCHLEVEL"{p=$2} $1=="SUBLEVEL"{
 [ "$kver" = "$TESTED_KVER" ] || log "note: the tree is upstream $kver, the series was last tested on $TESTED_KVER"
 
 # --- 2. work tree = pristine + patches ----------------------------------------
-# rsync -c without -t: only files whose content differs from pristine are rewritten,
-# and they get a new mtime, so make in work/obj rebuilds exactly what changed.
+# The patches are applied to copies of the files they touch (stage), and a file of the work
+# tree is rewritten only when its content differs, so that make in work/obj rebuilds exactly
+# what changed: a patch series that changes one .c file recompiles that file, not everything
+# that includes a header some patch touches.  The other files are synced from pristine the
+# same way (rsync -c without -t).
 work=$CACHE/work
 src=$work/src
 obj=$work/obj
+stage=$work/stage
 mkdir -p "$src" "$obj"
+touched=
+((${#patches[@]})) && touched=$(sed -n 's|^+++ b/||p' "${patches[@]}" | cut -f1 | sort -u)
 log "syncing work tree from pristine"
-rsync -rlpc --delete --exclude=/.dupcache-extracted "$pristine/" "$src/"
+sed 's|^|/|' <<<"$touched" > "$work/touched.exclude"
+rsync -rlpc --delete --exclude=/.dupcache-extracted --exclude-from="$work/touched.exclude" \
+	"$pristine/" "$src/"
+rm -rf "$stage"
+mkdir -p "$stage"
+while IFS= read -r f; do
+	[ -n "$f" ] || continue
+	if [ -e "$pristine/$f" ]; then
+		mkdir -p "$stage/$(dirname "$f")" && cp -p "$pristine/$f" "$stage/$f"
+	fi
+done <<<"$touched"
 for p in "${patches[@]}"; do
 	log "applying $(basename "$p")"
 	# --dry-run first: a patch that does not apply leaves the tree untouched, and its failing
 	# hunks are named (patch prints "Hunk #N FAILED at LINE" per file).
-	if ! out_p=$(patch -p1 -d "$src" --forward --batch --dry-run < "$p" 2>&1); then
+	if ! out_p=$(patch -p1 -d "$stage" --forward --batch --dry-run < "$p" 2>&1); then
 		echo "$out_p" | grep -E '^(checking file|patching file|Hunk #[0-9]+ FAILED|Reversed|can.t find file)' >&2 || echo "$out_p" >&2
 		die "patch $(basename "$p") does not apply to $PKG $debver ($kver): failing hunks above"
 	fi
-	patch -p1 -d "$src" --forward --batch --no-backup-if-mismatch --quiet < "$p" >&2
+	patch -p1 -d "$stage" --forward --batch --no-backup-if-mismatch --quiet < "$p" >&2
 done
+while IFS= read -r f; do
+	[ -n "$f" ] || continue
+	if [ ! -e "$stage/$f" ]; then
+		rm -f "$src/$f"                   # deleted by the series
+	elif ! cmp -s "$stage/$f" "$src/$f"; then
+		mkdir -p "$src/$(dirname "$f")" && cp "$stage/$f" "$src/$f"
+	fi
+done <<<"$touched"
 
 # --- 3. config -------------------------------------------------------------------
 log "merging x86_64_defconfig + kvm_guest.config + $(basename "$FRAG")"
