@@ -76,6 +76,7 @@ struct prev {
 	uint64_t (*file)[4];
 	size_t nfiles;
 	uint32_t *name_rank;          /* by scan index: 1 + the place of its path in name order */
+	uint64_t shared;              /* the scan's shared bytes, all files */
 	uint64_t cgroup[DC_MAX_CGROUPS][4];
 	struct engine_task *tasks;    /* by tgid, with attribution (--by process) */
 	size_t ntasks;
@@ -349,6 +350,10 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 		free(prev->file);
 		prev->file = moved;
 		rank_names(prev, s);
+		/* the scan's figure: the same for every frame until the next rebuild */
+		prev->shared = 0;
+		for (size_t i = 0; i < s->nfiles; i++)
+			prev->shared += s->files[i].shared_bytes;
 		prev->nfiles = es.nfiles;
 		prev->generation = t->generation;
 	}
@@ -371,8 +376,7 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 	if (es.totals.memcg_stalls > prev->totals.memcg_stalls)
 		h->memcg_stall_ms = (es.totals.memcg_stall_ns - prev->totals.memcg_stall_ns) / 1e6 /
 				    (es.totals.memcg_stalls - prev->totals.memcg_stalls);
-	for (size_t i = 0; i < s->nfiles; i++)
-		h->shared += s->files[i].shared_bytes;
+	h->shared = prev->shared;
 	for (size_t i = 0; i < es.nfiles; i++)
 		h->cached += engine_file_resident(&es.files[i]) * P;
 
@@ -517,11 +521,83 @@ static struct row *collect(struct tracker *t, enum by by, uint32_t only_group, s
 	return rows;
 }
 
-static void sort_rows(struct row *rows, size_t n, const struct top_opts *o)
+/* sift_down for a heap of row indices whose top is the row that sorts last */
+static void heap_sift(const struct row *rows, size_t *heap, size_t n, size_t at)
 {
+	for (;;) {
+		size_t big = at, l = 2 * at + 1, r = l + 1, t;
+
+		if (l < n && cmp_row(&rows[heap[l]], &rows[heap[big]]) > 0)
+			big = l;
+		if (r < n && cmp_row(&rows[heap[r]], &rows[heap[big]]) > 0)
+			big = r;
+		if (big == at)
+			return;
+		t = heap[at], heap[at] = heap[big], heap[big] = t;
+		at = big;
+	}
+}
+
+static const struct row *sorting;
+
+static int cmp_row_index(const void *a, const void *b)
+{
+	return cmp_row(&sorting[*(const size_t *)a], &sorting[*(const size_t *)b]);
+}
+
+/*
+ * Rows in order, the first `need` of them at least (0: all); the rest
+ * follow in no order.  A frame shows a page: the first `need` are picked in
+ * one pass (a heap of `need`, most rows rejected by one compare) and only
+ * they are sorted and moved, not every row of a million-file tree.
+ */
+static void sort_rows(struct row *rows, size_t n, const struct top_opts *o, size_t need)
+{
+	size_t *heap, *displaced, nd = 0, h = 0;
+	struct row *picked;
+	bool *front_picked;
+
 	sort_col = o->sort;
 	sort_reverse = o->reverse;
-	qsort(rows, n, sizeof(*rows), cmp_row);
+	if (!need || need >= n / 2) {
+		qsort(rows, n, sizeof(*rows), cmp_row);
+		return;
+	}
+	heap = xcalloc(need, sizeof(*heap));
+	for (size_t i = 0; i < n; i++) {
+		if (h < need) {
+			heap[h++] = i;
+			if (h == need)
+				for (size_t k = need / 2; k-- > 0;)
+					heap_sift(rows, heap, need, k);
+		} else if (cmp_row(&rows[i], &rows[heap[0]]) < 0) {
+			heap[0] = i;
+			heap_sift(rows, heap, need, 0);
+		}
+	}
+	sorting = rows;
+	qsort(heap, need, sizeof(*heap), cmp_row_index);
+	/* The picked rows go to the front in order; the front's others take their places. */
+	picked = xcalloc(need, sizeof(*picked));
+	displaced = xcalloc(need, sizeof(*displaced));
+	front_picked = xcalloc(need, sizeof(*front_picked));
+
+	for (size_t k = 0; k < need; k++) {
+		picked[k] = rows[heap[k]];
+		if (heap[k] < need)
+			front_picked[heap[k]] = true;
+	}
+	for (size_t i = 0; i < need; i++)
+		if (!front_picked[i])
+			displaced[nd++] = i;
+	for (size_t k = 0, d = 0; k < need; k++)
+		if (heap[k] >= need)
+			rows[heap[k]] = rows[displaced[d++]];
+	memcpy(rows, picked, need * sizeof(*rows));
+	free(front_picked);
+	free(displaced);
+	free(picked);
+	free(heap);
 }
 
 /* ---- plain text and JSON ---- */
@@ -1007,7 +1083,7 @@ int cmd_top(int argc, char **argv)
 				rows = collect(&t, u.open ? BY_FILE : o.by, g, &prev, &h, &nrows, started);
 				redraw = true;
 				if (!screen) {
-					sort_rows(rows, nrows, &o);
+					sort_rows(rows, nrows, &o, o.rows);
 					if (o.json)
 						print_json(&h, rows, nrows, &o, &t.scan);
 					else
@@ -1022,17 +1098,27 @@ int cmd_top(int argc, char **argv)
 			int ch;
 
 			if (rows && redraw) {
-				sort_rows(rows, nrows, &o);
+				/* what the page shows, and a page more for the selection to move */
+				size_t need = u.sel + 2 * page_rows(&o, &u);
+
 				filter_rows(rows, &nrows, u.filter);
+				sort_rows(rows, nrows, &o, need);
 				keep_selection(&u, rows, nrows);
+				if (u.sel >= need) { /* the selected row fell behind: all in order */
+					sort_rows(rows, nrows, &o, 0);
+					keep_selection(&u, rows, nrows);
+				}
 			}
 			if (rows && redraw)
 				draw(&h, rows, nrows, &o, &u);
 			timeout(100);
 			ch = getch();
 			if (ch != ERR && rows) {
+				/* a key may move the selection anywhere: every row in order first */
+				sort_rows(rows, nrows, &o, 0);
+				keep_selection(&u, rows, nrows);
 				handle_key(ch, &o, &u, rows, nrows, &next);
-				sort_rows(rows, nrows, &o);
+				sort_rows(rows, nrows, &o, 0);
 				keep_selection(&u, rows, nrows);
 				if (!u.refresh || u.paused)
 					draw(&h, rows, nrows, &o, &u);

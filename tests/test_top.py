@@ -1370,6 +1370,7 @@ def t_json(fstype):
         check_json_totals('by file', frs[-1], ora)
         check_json_files('by file', frs[-1], fa)
 
+
         # All pages were cached before start: one cgroup row holds them.
         ora, fa, frs = settle(mnt, json_run(['--json', '--by', 'cgroup', '-n',
                                              '2', '-d', '0.5', mnt], 2))
@@ -1382,6 +1383,27 @@ def t_json(fstype):
                for r in fr['rows']]
         expect(got == want, 'by cgroup, all cached before start: rows '
                '(name, cached, dup) %s, want %s' % (got, want))
+
+
+@test('rows_page_xfs')
+def t_rows_page():
+    """-r N shows the first N rows of the whole order, which top picks
+    without sorting every row: twelve files whose cached bytes grow against
+    their name order (the scan's), so the first three in any other order
+    are the wrong ones."""
+    with prepared('xfs') as mnt:
+        names = ['f%02d' % i for i in range(12)]
+        for i, n in enumerate(names):
+            make_file(mnt + '/' + n, (i + 1) * 256 * 1024, seed=10 + i)
+        cold(mnt)
+        for n in names:
+            read_range(mnt + '/' + n)
+        ora, fa, frs = settle(mnt, json_run(['--json', '--by', 'file', '-s', 'cached', '-r', '3',
+                                             '-n', '2', '-d', '0.5', mnt], 2))
+        order = [os.path.basename(r['name']) for r in frs[-1]['rows']]
+        want = [os.path.basename(n) for n in sorted(fa, key=lambda n: (-fa[n]['cached'], n))[:3]]
+        expect(order == want == ['f11', 'f10', 'f09'], '-r 3 by cached: rows %s, the oracle\'s '
+               'first three %s' % (order, want))
 
 
 @test('json_xfs')
