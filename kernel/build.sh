@@ -99,10 +99,11 @@ src=$work/src
 obj=$work/obj
 stage=$work/stage
 mkdir -p "$src" "$obj"
+# The files the series touches: new and changed ones (+++ b/), and deleted ones (--- a/ only).
 touched=
-((${#patches[@]})) && touched=$(sed -n 's|^+++ b/||p' "${patches[@]}" | cut -f1 | sort -u)
+((${#patches[@]})) && touched=$(sed -n 's|^+++ b/||p; s|^--- a/||p' "${patches[@]}" | cut -f1 | sort -u)
 log "syncing work tree from pristine"
-sed 's|^|/|' <<<"$touched" > "$work/touched.exclude"
+sed -n 's|^\(.\)|/\1|p' <<<"$touched" > "$work/touched.exclude"
 rsync -rlpc --delete --exclude=/.dupcache-extracted --exclude-from="$work/touched.exclude" \
 	"$pristine/" "$src/"
 rm -rf "$stage"
@@ -130,6 +131,7 @@ while IFS= read -r f; do
 	elif ! cmp -s "$stage/$f" "$src/$f"; then
 		mkdir -p "$src/$(dirname "$f")" && cp "$stage/$f" "$src/$f"
 	fi
+	[ ! -e "$stage/$f" ] || chmod --reference="$stage/$f" "$src/$f"     # a mode the series sets
 done <<<"$touched"
 
 # --- 3. config -------------------------------------------------------------------

@@ -1043,7 +1043,7 @@ int cmd_daemon(int argc, char **argv)
 	if (ret)
 		return ret;
 	kernel_support = policy_kernel_support();
-	stop_on_signals();
+	stop_on_signals(true); /* its handled signals are blocked but in ppoll */
 	sigaction(SIGUSR1, &sa, NULL);
 	sigaction(SIGUSR2, &sa, NULL);
 	sigaction(SIGHUP, &hup, NULL);

@@ -617,7 +617,7 @@ int cmd_gate(int argc, char **argv)
 		ret = snapshot_run(&survey, &g.runs[0]);
 		g.nruns = ret ? 0 : 1;
 	} else {
-		stop_on_signals();
+		stop_on_signals(true);
 		for (size_t i = 0; i < o.runs && !g.interrupted; i++) {
 			if (o.runs > 1)
 				msg("gate: run %zu of %llu", i + 1, (unsigned long long)o.runs);

@@ -234,7 +234,7 @@ static int watch(const struct report_opts *o, char **paths, int npaths, bool *in
 		tracker_stop(&t);
 		return ret;
 	}
-	stop_on_signals();
+	stop_on_signals(true);
 	msg("watching %zu files (%zu sharing groups) for %.1f s", t.scan.nfiles,
 	    (size_t)t.map.ngroups, o->watch);
 	start = monotonic_ns();

@@ -1047,18 +1047,24 @@ static bool filter_takes(const struct scan_filter *f, const FTSENT *e, const cha
 
 /*
  * A PATH that is a symlink to a file (not a directory) is named by its
- * target: a file is reopened by its name without following a symlink (the
- * residency pass, the gate), which would fail on the link.  A symlink to a
- * directory stays as named: O_NOFOLLOW concerns only the last component.
- * Returns the target (malloc'd) or NULL to walk PATH as it is.
+ * target, an absolute path: a file is reopened by its name without
+ * following a symlink (the residency pass, the gate), which would fail on
+ * the link.  A symlink to a directory stays as named: O_NOFOLLOW concerns
+ * only the last component.  Returns the target (malloc'd), or NULL to walk
+ * PATH as it is, with *err set when the target could not be found.
  */
-static char *file_link_target(const char *path)
+static char *file_link_target(const char *path, int *err)
 {
 	struct stat lst, st;
+	char *target;
 
+	*err = 0;
 	if (lstat(path, &lst) || !S_ISLNK(lst.st_mode) || stat(path, &st) || S_ISDIR(st.st_mode))
 		return NULL;
-	return realpath(path, NULL);
+	target = realpath(path, NULL);
+	if (!target)
+		*err = errno;
+	return target;
 }
 
 static void walk(struct scan_pool *p, char *named)
@@ -1068,7 +1074,8 @@ static void walk(struct scan_pool *p, char *named)
 	char name_buf[4096];
 	/* the filter sees the name given, not the link's target's */
 	const char *top_name = last_component(named, name_buf, sizeof(name_buf));
-	char *target = file_link_target(named);
+	int target_err;
+	char *target = file_link_target(named, &target_err);
 	char *path = target ? target : named;
 	/* fts names a child PATH/name, PATH's trailing '/' dropped */
 	size_t root_len = strlen(path) - (*path && path[strlen(path) - 1] == '/');
@@ -1080,9 +1087,14 @@ static void walk(struct scan_pool *p, char *named)
 	 * path lookups were most of a snapshot's time.
 	 */
 	int flags = FTS_PHYSICAL | FTS_COMFOLLOW | (o->one_fs ? FTS_XDEV : 0);
-	FTS *fts = fts_open(argv, flags, NULL);
+	FTS *fts;
 	FTSENT *e;
 
+	if (target_err) {
+		pool_skip_errno(p, named, target_err);
+		return;
+	}
+	fts = fts_open(argv, flags, NULL);
 	if (!fts) {
 		pool_skip_errno(p, path, errno);
 		free(target);

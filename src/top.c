@@ -1045,7 +1045,7 @@ int cmd_top(int argc, char **argv)
 		tracker_stop(&t);
 		return ret;
 	}
-	stop_on_signals();
+	stop_on_signals(false); /* a prompt's read must end on ^C */
 	screen = !o.batch && !o.json;
 	if (screen) {
 		initscr();
@@ -1062,18 +1062,21 @@ int cmd_top(int argc, char **argv)
 	next = started + (long long)(o.delay * 1e9);
 	while (!stop_signal && !u.quit) {
 		long long now = monotonic_ns();
-		bool redraw = false;
+		bool redraw = false, stale;
 
 		ret = tracker_poll(&t, false);
 		if (ret)
 			break;
-		if (now >= next || u.refresh) {
+		/* A rebuild freed the paths the shown rows name: new rows at once, even paused. */
+		stale = screen && prev.generation != t.generation;
+
+		if (now >= next || u.refresh || stale) {
 			if (now >= next) {
 				next += (long long)(o.delay * 1e9);
 				if (next < now)
 					next = now + (long long)(o.delay * 1e9);
 			}
-			if (!u.paused) {
+			if (!u.paused || stale) {
 				uint32_t g = screen ? open_group(&t, &u) : DC_NO_GROUP;
 
 				if (u.open && g == DC_NO_GROUP) { /* the group is gone */
@@ -1114,11 +1117,15 @@ int cmd_top(int argc, char **argv)
 			timeout(100);
 			ch = getch();
 			if (ch != ERR && rows) {
+				enum col was_sort = o.sort;
+				bool was_reverse = o.reverse;
+
 				/* a key may move the selection anywhere: every row in order first */
 				sort_rows(rows, nrows, &o, 0);
 				keep_selection(&u, rows, nrows);
 				handle_key(ch, &o, &u, rows, nrows, &next);
-				sort_rows(rows, nrows, &o, 0);
+				if (o.sort != was_sort || o.reverse != was_reverse)
+					sort_rows(rows, nrows, &o, 0);
 				keep_selection(&u, rows, nrows);
 				if (!u.refresh || u.paused)
 					draw(&h, rows, nrows, &o, &u);

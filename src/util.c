@@ -190,14 +190,16 @@ static void on_stop_signal(int sig)
 }
 
 /*
- * SA_RESTART: a scan running when the signal comes (the final one of a
- * --watch, say) must not lose a file to an EINTR of a slow open or ioctl
- * (FUSE, NFS).  The waits that must end on it end anyway: nanosleep, poll
- * and ncurses' timed getch return EINTR whatever the flag says.
+ * restart (SA_RESTART): for a front end whose scan still counts after the
+ * signal (report --watch and gate report what they saw): that scan must
+ * not lose a file to an EINTR of a slow open or ioctl (FUSE, NFS), and
+ * their waits end on the signal anyway (nanosleep returns EINTR whatever
+ * the flag says).  Not for one with a blocking read that must end on it
+ * (top's prompts: ncurses reads the terminal without a timeout there).
  */
-void stop_on_signals(void)
+void stop_on_signals(bool restart)
 {
-	struct sigaction sa = { .sa_handler = on_stop_signal, .sa_flags = SA_RESTART };
+	struct sigaction sa = { .sa_handler = on_stop_signal, .sa_flags = restart ? SA_RESTART : 0 };
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);

@@ -34,7 +34,7 @@ const char *human_bytes(uint64_t bytes, char *buf, size_t len);
  * returns EINTR and the loop sees the flag at once.
  */
 extern volatile sig_atomic_t stop_signal;
-void stop_on_signals(void);
+void stop_on_signals(bool restart);
 
 /*
  * Command lines: getopt_long's answers for a bad option (':' or '?', with

@@ -1370,7 +1370,6 @@ def t_json(fstype):
         check_json_totals('by file', frs[-1], ora)
         check_json_files('by file', frs[-1], fa)
 
-
         # All pages were cached before start: one cgroup row holds them.
         ora, fa, frs = settle(mnt, json_run(['--json', '--by', 'cgroup', '-n',
                                              '2', '-d', '0.5', mnt], 2))
