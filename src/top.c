@@ -538,11 +538,11 @@ static void heap_sift(const struct row *rows, size_t *heap, size_t n, size_t at)
 	}
 }
 
-static const struct row *sorting;
-
-static int cmp_row_index(const void *a, const void *b)
+static int cmp_row_index(const void *a, const void *b, void *rows)
 {
-	return cmp_row(&sorting[*(const size_t *)a], &sorting[*(const size_t *)b]);
+	const struct row *r = rows;
+
+	return cmp_row(&r[*(const size_t *)a], &r[*(const size_t *)b]);
 }
 
 /*
@@ -575,8 +575,7 @@ static void sort_rows(struct row *rows, size_t n, const struct top_opts *o, size
 			heap_sift(rows, heap, need, 0);
 		}
 	}
-	sorting = rows;
-	qsort(heap, need, sizeof(*heap), cmp_row_index);
+	qsort_r(heap, need, sizeof(*heap), cmp_row_index, rows);
 	/* The picked rows go to the front in order; the front's others take their places. */
 	picked = xcalloc(need, sizeof(*picked));
 	displaced = xcalloc(need, sizeof(*displaced));

@@ -30,8 +30,9 @@ const char *human_bytes(uint64_t bytes, char *buf, size_t len);
 /*
  * SIGINT and SIGTERM set stop_signal (to the signal's number) instead of
  * ending the process, so a command can stop cleanly: unload BPF, print what
- * it has, pass the signal on to a child.  No SA_RESTART: a blocking call
- * returns EINTR and the loop sees the flag at once.
+ * it has, pass the signal on to a child.  restart: SA_RESTART (util.c says
+ * which front ends want it); without it a blocking call returns EINTR and
+ * the loop sees the flag at once.
  */
 extern volatile sig_atomic_t stop_signal;
 void stop_on_signals(bool restart);
