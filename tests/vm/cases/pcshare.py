@@ -402,12 +402,17 @@ def file_offset(binary, symbol):
     raise RuntimeError('%s not in a LOAD segment of %s' % (symbol, binary))
 
 
+def new_xfs(img, size, mnt):
+    """A sparse image of size with a reflink XFS on it, mounted (loop) at mnt."""
+    sh('truncate', '-s', size, img)
+    sh('mkfs.xfs', '-q', '-m', 'reflink=1', img)
+    sh('mount', '-o', 'loop', img, mnt)
+
+
 def setup():
     """The files, all sealed but u, u2; returns {name: md5 as written}."""
     os.makedirs(MNT, exist_ok=True)
-    sh('truncate', '-s', '1G', WORK + '/img')
-    sh('mkfs.xfs', '-q', '-m', 'reflink=1', WORK + '/img')
-    sh('mount', '-o', 'loop', WORK + '/img', MNT)
+    new_xfs(WORK + '/img', '1G', MNT)
     write_file('a', DATA)
     for c in 'bcde':
         clone('a', c)
@@ -468,6 +473,17 @@ def propose_ino(opened_ino, donor_ino):
     value = ['%02x' % b for b in donor_ino.to_bytes(8, 'little')]
     sh('bpftool', 'map', 'update', 'name', 'propose', 'key', 'hex', *key, 'value', 'hex', *value,
        stdout=subprocess.DEVNULL)
+
+
+def read_proposed(opened, donor):
+    """opened's bytes (paths, any filesystem), read while the policy proposes
+    donor for it, and how much pcshare_granted and _kernel_refused grew."""
+    propose_ino(os.stat(opened).st_ino, os.stat(donor).st_ino)
+
+    def read():
+        with open(opened, 'rb') as f:
+            return f.read()
+    return deltas(read, 'granted', 'kernel_refused')
 
 
 def md5_as(name, uid):
@@ -729,9 +745,7 @@ def ro_snapshot_untouched():
     img, snap, live, ro = WORK + '/ro.img', WORK + '/ro.snap', WORK + '/ro', WORK + '/ro2'
     for d in (live, ro):
         os.makedirs(d, exist_ok=True)
-    sh('truncate', '-s', '512M', img)
-    sh('mkfs.xfs', '-q', '-m', 'reflink=1', img)
-    sh('mount', '-o', 'loop', img, live)
+    new_xfs(img, '512M', live)
     data, past_eof = write_with_eofblocks(live + '/r')
     sh('cp', '--reflink=always', live + '/r', live + '/r2')
     for n in ('r', 'r2'):
@@ -747,12 +761,7 @@ def ro_snapshot_untouched():
         with open(snap, 'rb') as f:
             return hashlib.file_digest(f, 'md5').hexdigest()
     before = image_md5()
-    propose_ino(os.stat(ro + '/r2').st_ino, os.stat(ro + '/r').st_ino)
-
-    def read_r2():
-        with open(ro + '/r2', 'rb') as f:
-            return f.read()
-    got, (g, r) = deltas(read_r2, 'granted', 'kernel_refused')
+    got, (g, r) = read_proposed(ro + '/r2', ro + '/r')
     left = os.stat(ro + '/r').st_blocks * 512 - len(data)
     sh('umount', ro)
     after = image_md5()
@@ -819,13 +828,8 @@ def wb_error_refused():
     sh('cp', '--reflink=always', v, v2)
     for name in (v, v2):
         set_immutable(name)
-
-    def read_shared(name, donor):
-        propose_ino(os.stat(name).st_ino, os.stat(donor).st_ino)
-        with open(name, 'rb') as f:
-            return f.read()
-    (got2, (g2, r2)) = deltas(lambda: read_shared(v2, v), 'granted', 'kernel_refused')
-    (got1, (g1, r1)) = deltas(lambda: read_shared(v, v2), 'granted', 'kernel_refused')
+    got2, (g2, r2) = read_proposed(v2, v)
+    got1, (g1, r1) = read_proposed(v, v2)
     check('wb_error_refused', (fsync_err, on_disk == old, g1, r1, g2, r2) == (EIO, True, 0, 1, 0, 1) and
           got1 == new and got2 == old,
           'fsync errno %s, disk has the old bytes %s; v: granted +%d refused +%d, reads its cache %s; '
@@ -864,12 +868,7 @@ def dax_refused():
     for name in (d, d2):
         set_immutable(name)
     dax = all(statx_attributes(n) & STATX_ATTR_DAX for n in (d, d2))
-    propose_ino(os.stat(d2).st_ino, os.stat(d).st_ino)
-
-    def read_d2():
-        with open(d2, 'rb') as f:
-            return f.read()
-    got, (g, r) = deltas(read_d2, 'granted', 'kernel_refused')
+    got, (g, r) = read_proposed(d2, d)
     check('dax_refused', dax and (g, r) == (0, 1) and got == data,
           'both DAX %s; granted +%d, refused +%d; bytes right %s' % (dax, g, r, got == data))
 
