@@ -150,13 +150,30 @@ struct {
 	__type(value, struct file_memo);
 } last_file SEC(".maps");
 
-/* Start of a direct or memcg reclaim, by thread. */
+/*
+ * What a thread is in the middle of, in the thread's own storage: no
+ * capacity to fill or evict (a hash by thread id could be filled by
+ * anyone who starts enough threads, and lose the marks of others), no
+ * preallocation, freed with the thread; only threads that did one of
+ * these things have one.
+ */
+struct thread_state {
+	__u64 reclaim_start; /* ktime of a direct or memcg reclaim's start, 0 outside one */
+	__u8 changing;       /* inside a syscall that may change sharing on a watched fs */
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
-	__type(value, __u64);
-} reclaim_start SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+static __always_inline struct thread_state *thread_state(bool create)
+{
+	return bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), NULL,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 /*
  * Not used by any program: an update of an ARRAY_OF_MAPS from userspace
@@ -1071,18 +1088,10 @@ static __always_inline bool sharing_ioctl(unsigned int cmd)
 #error "syscall numbers for this architecture"
 #endif
 
-/* Threads inside a syscall that may change sharing on a watched fs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64);
-	__type(value, __u8);
-} changing SEC(".maps");
 /*
- * Entries put in `changing` and not yet taken out: every syscall's exit
- * checks it before the hash.  A thread's own increment precedes its exit,
- * so it never misses one; an LRU eviction leaves it high, which only costs
- * lookups.
+ * Threads with `changing` set: every syscall's exit checks this before
+ * looking at its own state, so the common case costs one load.  A thread's
+ * own increment precedes its exit, so it never misses one.
  */
 __u32 changing_threads;
 
@@ -1138,28 +1147,35 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(syscall_entered, struct pt_regs *regs, long id)
 {
 	long fd = sharing_syscall_fd(regs, id);
-	__u64 tid;
-	__u8 one = 1;
+	struct thread_state *ts;
 
 	if (fd < 0 || !fd_on_watched_sb(fd))
 		return 0;
-	tid = bpf_get_current_pid_tgid();
-	if (!bpf_map_update_elem(&changing, &tid, &one, BPF_ANY))
+	ts = thread_state(true);
+	if (!ts) {
+		/* no memory for it: the change is noted now, before it is made, at least */
+		__sync_fetch_and_add(&totals.missing_entry, 1);
+		note_tree_change();
+		return 0;
+	}
+	if (!ts->changing) {
+		ts->changing = 1;
 		__sync_fetch_and_add(&changing_threads, 1);
+	}
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(syscall_exited)
 {
-	__u64 tid;
+	struct thread_state *ts;
 
 	/* Nothing was caught at entry: the common case costs one load. */
 	if (!changing_threads)
 		return 0;
-	tid = bpf_get_current_pid_tgid();
-	if (bpf_map_lookup_elem(&changing, &tid)) {
-		bpf_map_delete_elem(&changing, &tid);
+	ts = thread_state(false);
+	if (ts && ts->changing) {
+		ts->changing = 0;
 		__sync_fetch_and_sub(&changing_threads, 1);
 		note_tree_change();
 	}
@@ -1176,20 +1192,22 @@ int BPF_PROG(kswapd_woke)
 
 static __always_inline void stall_begin(void)
 {
-	__u64 tid = bpf_get_current_pid_tgid(), now = bpf_ktime_get_ns();
+	struct thread_state *ts = thread_state(true);
 
-	bpf_map_update_elem(&reclaim_start, &tid, &now, BPF_ANY);
+	if (ts)
+		ts->reclaim_start = bpf_ktime_get_ns();
 }
 
+/* A stall whose start was not seen (the engine attached during it) is not counted. */
 static __always_inline void stall_end(__u64 *stalls, __u64 *stall_ns)
 {
-	__u64 tid = bpf_get_current_pid_tgid(), *start = bpf_map_lookup_elem(&reclaim_start, &tid);
+	struct thread_state *ts = thread_state(false);
 
-	if (!start)
+	if (!ts || !ts->reclaim_start)
 		return;
 	__sync_fetch_and_add(stalls, 1);
-	__sync_fetch_and_add(stall_ns, bpf_ktime_get_ns() - *start);
-	bpf_map_delete_elem(&reclaim_start, &tid);
+	__sync_fetch_and_add(stall_ns, bpf_ktime_get_ns() - ts->reclaim_start);
+	ts->reclaim_start = 0;
 }
 
 SEC("tp_btf/mm_vmscan_direct_reclaim_begin")

@@ -502,9 +502,6 @@ static int choose_programs(struct engine *e, struct dupcache_bpf *skel)
 		if (e->lacking[i])
 			bpf_program__set_autoload(
 				bpf_object__find_program_by_name(skel->obj, optional_progs[i].prog), false);
-	/* Threads inside a sharing syscall: only the fallback hooks keep them. */
-	if (e->lacking[optional_index("syscall_entered")])
-		bpf_map__set_max_entries(skel->maps.changing, 1);
 	if (e->clone_inner && !e->lacking[optional_index("clone_done")]) {
 		int err = bpf_program__set_attach_target(skel->progs.clone_done, 0,
 							 "do_clone_file_range");
