@@ -978,7 +978,7 @@ static int seed(struct engine *e, const struct scan *s, const struct sync_memo *
 
 #define CGROUP_OF(p) memo_cgroup(memo, old, p)
 		/* e->files[i].npages: 0 for a file left out of the page tables */
-		for (uint64_t p = 0; f->resident && p < e->files[i].npages;) {
+		for (uint64_t p = 0; f->resident_pages && p < e->files[i].npages;) {
 			struct dc_seed_ctx ctx = { .file_id = i, .index = p };
 			LIBBPF_OPTS(bpf_test_run_opts, run, .ctx_in = &ctx, .ctx_size_in = sizeof(ctx));
 

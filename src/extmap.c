@@ -5,45 +5,74 @@
 #include <string.h>
 #include "extmap.h"
 
+/* A file's run, as the sweep sees it: where it sits among physical pages. */
 struct ref {
 	uint32_t dev;
 	uint32_t file;
 	uint64_t ppage;
 	uint64_t npages;
-	uint64_t lpage;
 };
 
-struct edge {
-	uint32_t dev;
-	int32_t delta;  /* +1 a reference starts, -1 one ends */
-	uint64_t pos;
-	uint32_t file;
-};
-
-/* By position; at one position ends before starts: touching is not sharing. */
-static int cmp_edge(const void *a, const void *b)
+static int cmp_ref(const void *a, const void *b)
 {
-	const struct edge *x = a, *y = b;
+	const struct ref *x = a, *y = b;
 
 	if (x->dev != y->dev)
 		return x->dev < y->dev ? -1 : 1;
-	if (x->pos != y->pos)
-		return x->pos < y->pos ? -1 : 1;
-	return x->delta - y->delta;
+	return x->ppage < y->ppage ? -1 : x->ppage > y->ppage;
 }
 
-struct owned_seg {
-	uint32_t file;
-	struct dc_segment seg;
+static int cmp_seg(const void *a, const void *b)
+{
+	const struct dc_segment *x = a, *y = b;
+
+	return x->lpage < y->lpage ? -1 : x->lpage > y->lpage;
+}
+
+/* A min-heap of the end positions of the references active in the sweep. */
+struct ends {
+	uint64_t *v;
+	size_t n, cap;
 };
 
-static int cmp_owned_seg(const void *a, const void *b)
+static int ends_push(struct ends *h, uint64_t end)
 {
-	const struct owned_seg *x = a, *y = b;
+	size_t i;
 
-	if (x->file != y->file)
-		return x->file < y->file ? -1 : 1;
-	return x->seg.lpage < y->seg.lpage ? -1 : x->seg.lpage > y->seg.lpage;
+	if (h->n == h->cap) {
+		size_t nc = h->cap ? 2 * h->cap : 64;
+		uint64_t *p = realloc(h->v, nc * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		h->v = p;
+		h->cap = nc;
+	}
+	for (i = h->n++; i && h->v[(i - 1) / 2] > end; i = (i - 1) / 2)
+		h->v[i] = h->v[(i - 1) / 2];
+	h->v[i] = end;
+	return 0;
+}
+
+static void ends_pop(struct ends *h)
+{
+	uint64_t last = h->v[--h->n];
+	size_t i = 0;
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+
+		if (c >= h->n)
+			break;
+		if (c + 1 < h->n && h->v[c + 1] < h->v[c])
+			c++;
+		if (h->v[c] >= last)
+			break;
+		h->v[i] = h->v[c];
+		i = c;
+	}
+	if (h->n)
+		h->v[i] = last;
 }
 
 static uint32_t uf_find(uint32_t *parent, uint32_t x)
@@ -79,82 +108,75 @@ static int add_range(struct extmap *m, size_t *cap, struct shared_range r)
 }
 
 /*
- * One sweep over the reference edges: the maximal ranges of physical pages
- * covered by two or more references get consecutive slots, and overlapping
- * references join their files (union-find).  All references active at a
- * position overlap there, so a starting reference need only join one of
- * them.  A range is cut where coverage drops to zero between two edges at
- * the same position: the files on either side may share nothing.
- * range_file[k] receives a file of range k, to name its group later.
+ * One sweep over the references in physical order, with the ends of the
+ * active ones in a min-heap (so there are no edge records to sort, only
+ * the references): the maximal ranges of physical pages covered by two or
+ * more references get consecutive slots, and overlapping references join
+ * their files (union-find).  At one position ends come before starts:
+ * touching is not sharing.  All references active at a position overlap
+ * there, so a starting reference need only join one of them.  A range is
+ * cut where coverage drops to zero between the ends and the starts at one
+ * position: the files on either side may share nothing.  range_file[k]
+ * receives a file of range k, to name its group later.
  */
 static int sweep(const struct ref *refs, size_t nrefs, uint32_t *parent, struct extmap *m,
 		 uint32_t **range_file)
 {
-	struct edge *edges = malloc(2 * nrefs * sizeof(*edges) + 1);
-	uint32_t *rfile = NULL, active_file = 0;
-	size_t cap = 0, rcap = 0;
+	struct ends active = { 0 };
+	uint32_t *rfile = NULL, active_file = 0, dev = 0;
+	size_t cap = 0, rcap = 0, i = 0;
 	uint64_t slot = 0, start = 0;
-	long depth = 0;
 	bool open = false;
 
-	if (!edges)
-		return -ENOMEM;
-	for (size_t i = 0; i < nrefs; i++) {
-		edges[2 * i] = (struct edge){ refs[i].dev, 1, refs[i].ppage, refs[i].file };
-		edges[2 * i + 1] = (struct edge){ refs[i].dev, -1, refs[i].ppage + refs[i].npages,
-						  refs[i].file };
-	}
-	qsort(edges, 2 * nrefs, sizeof(*edges), cmp_edge);
+	while (i < nrefs || active.n) {
+		uint64_t pos;
+		size_t starts = 0;
 
-	for (size_t i = 0; i < 2 * nrefs;) {
-		uint32_t dev = edges[i].dev;
-		uint64_t pos = edges[i].pos;
+		if (!active.n)
+			dev = refs[i].dev; /* nothing active: a new position, maybe a new filesystem */
+		pos = active.n ? active.v[0] : refs[i].ppage;
+		if (i < nrefs && refs[i].dev == dev && refs[i].ppage < pos)
+			pos = refs[i].ppage;
+		while (active.n && active.v[0] == pos)
+			ends_pop(&active);
+		while (i + starts < nrefs && refs[i + starts].dev == dev && refs[i + starts].ppage == pos)
+			starts++;
+		if (open && active.n < 2 && (!active.n || active.n + starts < 2)) {
+			if (add_range(m, &cap, (struct shared_range){ .dev = dev,
+					.group = DC_NO_GROUP, .ppage = start,
+					.npages = pos - start, .slot = slot }))
+				goto nomem;
+			if (m->nranges > rcap) {
+				uint32_t *p = realloc(rfile, cap * sizeof(*p));
 
-		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos && edges[i].delta < 0; i++)
-			depth--;
-		if (open && depth < 2) {
-			/* Closed here unless the starts below reopen it seamlessly. */
-			bool cut = depth == 0;
-			long after = depth;
-
-			for (size_t j = i; j < 2 * nrefs && edges[j].dev == dev && edges[j].pos == pos; j++)
-				after++;
-			if (cut || after < 2) {
-				if (add_range(m, &cap, (struct shared_range){ .dev = dev,
-						.group = DC_NO_GROUP, .ppage = start,
-						.npages = pos - start, .slot = slot }))
+				if (!p)
 					goto nomem;
-				if (m->nranges > rcap) {
-					uint32_t *p = realloc(rfile, cap * sizeof(*p));
-
-					if (!p)
-						goto nomem;
-					rfile = p;
-					rcap = cap;
-				}
-				rfile[m->nranges - 1] = active_file;
-				slot += pos - start;
-				open = false;
+				rfile = p;
+				rcap = cap;
 			}
+			rfile[m->nranges - 1] = active_file;
+			slot += pos - start;
+			open = false;
 		}
-		for (; i < 2 * nrefs && edges[i].dev == dev && edges[i].pos == pos; i++) {
-			if (depth > 0)
-				uf_union(parent, active_file, edges[i].file);
+		for (; starts; starts--, i++) {
+			if (active.n)
+				uf_union(parent, active_file, refs[i].file);
 			else
-				active_file = edges[i].file;
-			depth++;
+				active_file = refs[i].file;
+			if (ends_push(&active, refs[i].ppage + refs[i].npages))
+				goto nomem;
 		}
-		if (!open && depth >= 2) {
+		if (!open && active.n >= 2) {
 			open = true;
 			start = pos;
 		}
 	}
-	free(edges);
+	free(active.v);
 	m->nslots = slot;
 	*range_file = rfile;
 	return 0;
 nomem:
-	free(edges);
+	free(active.v);
 	free(rfile);
 	return -ENOMEM;
 }
@@ -176,23 +198,66 @@ static size_t first_range_after(const struct extmap *m, uint32_t dev, uint64_t p
 	return lo;
 }
 
+/*
+ * Each file's runs cut down to their overlap with the shared ranges, file
+ * by file: a file's segments come out in the order of its runs, sorted by
+ * file page unless its runs were not.
+ */
+static int cut_segments(const struct extmap_input *files, size_t nfiles, struct extmap *m)
+{
+	size_t cap = 0;
+
+	for (size_t f = 0; f < nfiles; f++) {
+		bool sorted = true;
+
+		m->seg_first[f] = m->nsegs;
+		for (size_t r = 0; r < files[f].nruns; r++) {
+			const struct page_run *run = &files[f].runs[r];
+			uint64_t rend = run->ppage + run->npages;
+
+			sorted &= !r || run[-1].lpage < run->lpage;
+			for (size_t k = first_range_after(m, files[f].dev, run->ppage);
+			     run->npages && k < m->nranges && m->ranges[k].dev == files[f].dev &&
+			     m->ranges[k].ppage < rend; k++) {
+				const struct shared_range *sr = &m->ranges[k];
+				uint64_t lo = run->ppage > sr->ppage ? run->ppage : sr->ppage;
+				uint64_t hi = rend < sr->ppage + sr->npages ? rend : sr->ppage + sr->npages;
+
+				if (m->nsegs == cap) {
+					size_t nc = cap ? 2 * cap : 64;
+					struct dc_segment *p = realloc(m->segs, nc * sizeof(*p));
+
+					if (!p)
+						return -ENOMEM;
+					m->segs = p;
+					cap = nc;
+				}
+				m->segs[m->nsegs++] = (struct dc_segment){
+					.lpage = run->lpage + (lo - run->ppage),
+					.npages = hi - lo,
+					.slot = sr->slot + (lo - sr->ppage) };
+			}
+		}
+		m->seg_count[f] = m->nsegs - m->seg_first[f];
+		if (!sorted)
+			qsort(m->segs + m->seg_first[f], m->seg_count[f], sizeof(*m->segs), cmp_seg);
+	}
+	return 0;
+}
+
 int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap *m)
 {
 	struct ref *refs = NULL;
-	struct owned_seg *osegs = NULL;
 	uint32_t *parent = NULL, *range_file = NULL, *group_of_root = NULL;
-	size_t nrefs = 0, nosegs = 0, cap_osegs = 0;
+	size_t nrefs = 0;
 
 	memset(m, 0, sizeof(*m));
 	m->nfiles = nfiles;
 	for (size_t f = 0; f < nfiles; f++)
 		nrefs += files[f].nruns;
 	refs = malloc(nrefs * sizeof(*refs) + 1);
-	m->file_group = malloc(nfiles * sizeof(uint32_t) + 1);
-	m->seg_first = calloc(nfiles + 1, sizeof(uint32_t));
-	m->seg_count = calloc(nfiles + 1, sizeof(uint32_t));
 	parent = malloc(nfiles * sizeof(uint32_t) + 1);
-	if (!refs || !m->file_group || !m->seg_first || !m->seg_count || !parent)
+	if (!refs || !parent)
 		goto nomem;
 
 	nrefs = 0;
@@ -202,82 +267,51 @@ int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap 
 			const struct page_run *run = &files[f].runs[r];
 
 			if (run->npages)
-				refs[nrefs++] = (struct ref){ files[f].dev, f, run->ppage,
-							      run->npages, run->lpage };
+				refs[nrefs++] = (struct ref){ files[f].dev, f, run->ppage, run->npages };
 		}
 	}
+	qsort(refs, nrefs, sizeof(*refs), cmp_ref);
 	if (sweep(refs, nrefs, parent, m, &range_file))
 		goto nomem;
+	free(refs);
+	refs = NULL;
 
-	/* Cut every reference down to its overlap with the shared ranges. */
-	for (size_t i = 0; i < nrefs; i++) {
-		const struct ref *r = &refs[i];
-		uint64_t rend = r->ppage + r->npages;
-
-		for (size_t k = first_range_after(m, r->dev, r->ppage);
-		     k < m->nranges && m->ranges[k].dev == r->dev && m->ranges[k].ppage < rend; k++) {
-			const struct shared_range *sr = &m->ranges[k];
-			uint64_t lo = r->ppage > sr->ppage ? r->ppage : sr->ppage;
-			uint64_t hi = rend < sr->ppage + sr->npages ? rend : sr->ppage + sr->npages;
-
-			if (nosegs == cap_osegs) {
-				size_t nc = cap_osegs ? 2 * cap_osegs : 64;
-				struct owned_seg *p = realloc(osegs, nc * sizeof(*osegs));
-
-				if (!p)
-					goto nomem;
-				osegs = p;
-				cap_osegs = nc;
-			}
-			osegs[nosegs++] = (struct owned_seg){ r->file, {
-				.lpage = r->lpage + (lo - r->ppage),
-				.npages = hi - lo,
-				.slot = sr->slot + (lo - sr->ppage) } };
-		}
-	}
-
-	/* Compact group ids, in order of each group's first file. */
+	m->file_group = malloc(nfiles * sizeof(uint32_t) + 1);
+	m->seg_first = calloc(nfiles + 1, sizeof(uint32_t));
+	m->seg_count = calloc(nfiles + 1, sizeof(uint32_t));
 	group_of_root = malloc(nfiles * sizeof(uint32_t) + 1);
-	if (!group_of_root)
+	if (!m->file_group || !m->seg_first || !m->seg_count || !group_of_root ||
+	    cut_segments(files, nfiles, m))
 		goto nomem;
+
+	/* Compact group ids, in order of each group's first file with a segment. */
 	for (size_t f = 0; f < nfiles; f++) {
 		group_of_root[f] = DC_NO_GROUP;
 		m->file_group[f] = DC_NO_GROUP;
 	}
-	if (nosegs)
-		qsort(osegs, nosegs, sizeof(*osegs), cmp_owned_seg);
-	for (size_t i = 0; i < nosegs; i++) {
-		uint32_t f = osegs[i].file, root = uf_find(parent, f);
+	for (size_t f = 0; f < nfiles; f++) {
+		uint32_t root;
 
+		if (!m->seg_count[f])
+			continue;
+		root = uf_find(parent, f);
 		if (group_of_root[root] == DC_NO_GROUP)
 			group_of_root[root] = m->ngroups++;
 		m->file_group[f] = group_of_root[root];
 	}
 	for (size_t k = 0; k < m->nranges; k++)
 		m->ranges[k].group = m->file_group[range_file[k]];
-
-	m->segs = malloc(nosegs * sizeof(*m->segs) + 1);
+	if (!m->segs)
+		m->segs = malloc(1);
 	if (!m->segs)
 		goto nomem;
-	for (size_t i = 0; i < nosegs; i++) {
-		uint32_t f = osegs[i].file;
 
-		if (!m->seg_count[f])
-			m->seg_first[f] = i;
-		m->seg_count[f]++;
-		m->segs[i] = osegs[i].seg;
-	}
-	m->nsegs = nosegs;
-
-	free(refs);
-	free(osegs);
 	free(parent);
 	free(range_file);
 	free(group_of_root);
 	return 0;
 nomem:
 	free(refs);
-	free(osegs);
 	free(parent);
 	free(range_file);
 	free(group_of_root);

@@ -443,27 +443,33 @@ static bool residency_visible(const char *path, int fd)
 
 void resident_free(struct scanned_file *f)
 {
-	for (uint64_t c = 0; f->resident && c * RESIDENT_CHUNK_PAGES < f->npages; c++)
-		free(f->resident[c]);
-	free(f->resident);
-	f->resident = NULL;
+	if (!resident_inline(f)) {
+		for (uint64_t c = 0; f->resident.chunks && c * RESIDENT_CHUNK_PAGES < f->npages; c++)
+			free(f->resident.chunks[c]);
+		free(f->resident.chunks);
+	}
+	memset(&f->resident, 0, sizeof(f->resident));
 	f->resident_pages = 0;
 }
 
 /* The resident bitmap's chunk c, made on first use. */
 static uint64_t *resident_chunk_of(struct scanned_file *f, uint64_t c)
 {
-	if (!f->resident)
-		f->resident = xcalloc((f->npages + RESIDENT_CHUNK_PAGES - 1) / RESIDENT_CHUNK_PAGES,
-				      sizeof(*f->resident));
+	uint64_t ***chunks = &f->resident.chunks;
+
+	if (resident_inline(f))
+		return &f->resident.bits;
+	if (!*chunks)
+		*chunks = xcalloc((f->npages + RESIDENT_CHUNK_PAGES - 1) / RESIDENT_CHUNK_PAGES,
+				  sizeof(**chunks));
 	/* The last chunk holds only the file's pages: a small file's bitmap is small. */
-	if (!f->resident[c]) {
+	if (!(*chunks)[c]) {
 		uint64_t pages = f->npages - c * RESIDENT_CHUNK_PAGES;
 
-		f->resident[c] = xcalloc((pages < RESIDENT_CHUNK_PAGES ? pages : RESIDENT_CHUNK_PAGES) / 64 + 1,
-					 sizeof(uint64_t));
+		(*chunks)[c] = xcalloc((pages < RESIDENT_CHUNK_PAGES ? pages : RESIDENT_CHUNK_PAGES) / 64 + 1,
+				       sizeof(uint64_t));
 	}
-	return f->resident[c];
+	return (*chunks)[c];
 }
 
 /* The caller checked residency_visible(). */
@@ -950,7 +956,7 @@ static void scan_file(struct scan_pool *p, const char *path, const char *acc, co
 		j.f.runs = j.f.nruns ? xcalloc(j.f.nruns, sizeof(*j.f.runs)) : NULL;
 		if (j.f.nruns)
 			memcpy(j.f.runs, old->runs, j.f.nruns * sizeof(*j.f.runs));
-		j.f.resident = NULL;
+		memset(&j.f.resident, 0, sizeof(j.f.resident));
 		j.f.resident_pages = 0;
 		j.done = true;
 		pool_queue(p, &j);

@@ -14,7 +14,9 @@
 #include "extmap.h"
 #include "util.h"
 
-/* Pages per chunk of a file's resident bitmap: 1 GiB of 4 KiB pages. */
+/* Files of up to this many pages keep their resident bitmap inline. */
+#define RESIDENT_INLINE_PAGES 64
+/* Pages per chunk of a larger file's resident bitmap: 1 GiB of 4 KiB pages. */
 #define RESIDENT_CHUNK_PAGES (256u * 1024)
 
 struct scanned_file {
@@ -35,11 +37,16 @@ struct scanned_file {
 	bool no_fiemap;         /* its filesystem cannot tell its extents */
 	bool unmapped_extent;   /* an extent maps to no page (unwritten, delayed, inline...): not a hole */
 	/*
-	 * Resident pages: a bitmap per RESIDENT_CHUNK_PAGES pages, NULL for a
-	 * chunk with none (a sparse image's holes cost a pointer per GiB);
-	 * NULL when none at all.  Read with file_page_resident().
+	 * Resident pages.  A file of RESIDENT_INLINE_PAGES pages or fewer (most
+	 * files) keeps its bitmap in bits, with no allocation; a larger one a
+	 * bitmap per RESIDENT_CHUNK_PAGES pages in chunks, NULL for a chunk with
+	 * none (a sparse image's holes cost a pointer per GiB), chunks NULL when
+	 * none at all.  Read with file_page_resident().
 	 */
-	uint64_t **resident;
+	union {
+		uint64_t **chunks;
+		uint64_t bits;
+	} resident;
 	uint64_t resident_pages;
 };
 
@@ -116,9 +123,17 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 void scan_residency(struct scan *s);
 void scan_free(struct scan *s);
 
+static inline bool resident_inline(const struct scanned_file *f)
+{
+	return f->npages <= RESIDENT_INLINE_PAGES;
+}
+
+/* The bitmap of the chunk holding page, NULL if none of its pages is resident. */
 static inline const uint64_t *resident_chunk(const struct scanned_file *f, uint64_t page)
 {
-	return f->resident ? f->resident[page / RESIDENT_CHUNK_PAGES] : NULL;
+	if (resident_inline(f))
+		return f->resident.bits ? &f->resident.bits : NULL;
+	return f->resident.chunks ? f->resident.chunks[page / RESIDENT_CHUNK_PAGES] : NULL;
 }
 
 static inline bool file_page_resident(const struct scanned_file *f, uint64_t page)

@@ -65,9 +65,21 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 	st->groups = xcalloc(m->ngroups, sizeof(*st->groups));
 	st->file_cached_bytes = xcalloc(s->nfiles, sizeof(uint64_t));
 	st->file_dup_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
+	/* Every group's members in one array, a group's after the previous group's. */
+	size_t nmembers = 0;
+
+	for (size_t i = 0; i < s->nfiles; i++)
+		if (m->file_group[i] != DC_NO_GROUP) {
+			st->groups[m->file_group[i]].files++;
+			nmembers++;
+		}
+	st->members = xcalloc(nmembers ? nmembers : 1, sizeof(size_t));
+	nmembers = 0;
 	for (uint32_t g = 0; g < m->ngroups; g++) {
 		st->groups[g].id = g;
-		st->groups[g].members = xcalloc(1, sizeof(size_t));
+		st->groups[g].members = st->members + nmembers;
+		nmembers += st->groups[g].files;
+		st->groups[g].files = 0;
 		st->groups[g].dup_bytes = c->group_dup[g] * P;
 		st->dup_bytes += c->group_dup[g] * P;
 	}
@@ -82,7 +94,6 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 			continue;
 		struct group_stats *gs = &st->groups[g];
 
-		gs->members = xrealloc(gs->members, gs->files + 1, sizeof(size_t));
 		gs->members[gs->files++] = i;
 		gs->shared_bytes += f->shared_bytes;
 		gs->cached_bytes += c->file_resident[i] * P;
@@ -105,7 +116,7 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 		const struct scanned_file *f = &s->files[i];
 
 		file_resident[i] = f->resident_pages;
-		if (!f->resident)
+		if (!f->resident_pages)
 			continue;
 		for (uint32_t k = 0; k < m->seg_count[i]; k++) {
 			const struct dc_segment *seg = &m->segs[m->seg_first[i] + k];
@@ -126,7 +137,7 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
 
-		for (uint32_t k = 0; f->resident && k < m->seg_count[i]; k++) {
+		for (uint32_t k = 0; f->resident_pages && k < m->seg_count[i]; k++) {
 			const struct dc_segment *seg = &m->segs[m->seg_first[i] + k];
 
 			for (uint64_t p = 0; p < seg->npages; p++)
@@ -134,17 +145,16 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 					file_share[i] += dup_share(s->page_size, copies[seg->slot + p]);
 		}
 	}
+	free(copies);
 	stats_build(s, m, &(struct dup_counts){ file_resident, group_dup, file_share }, st);
 	free(file_share);
-	free(copies);
 	free(group_dup);
 	free(file_resident);
 }
 
 void stats_free(struct dup_stats *st)
 {
-	for (size_t g = 0; g < st->ngroups; g++)
-		free(st->groups[g].members);
+	free(st->members);
 	free(st->groups);
 	free(st->file_cached_bytes);
 	free(st->file_dup_share);

@@ -16,7 +16,7 @@ struct group_stats {
 	uint64_t shared_bytes;
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
-	size_t *members;     /* indexes into scan->files */
+	size_t *members;     /* indexes into scan->files (in dup_stats.members) */
 };
 
 /* One filesystem (superblock) of the scanned files; groups never span two, so these sum to the totals. */
@@ -36,6 +36,7 @@ struct dup_stats {
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
 	struct group_stats *groups; /* sorted: most dup_bytes first */
+	size_t *members;            /* all groups' members: the groups' arrays are in here */
 	size_t ngroups;
 	uint64_t *file_cached_bytes; /* per scan->files entry */
 	uint64_t *file_dup_share;    /* per scan->files entry: its fair share, bytes */

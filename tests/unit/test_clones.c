@@ -18,18 +18,12 @@ static uint64_t res_all = 0xf, res_first = 0x1, res_two = 0x3;
 static struct scanned_file file(const char *path, uint32_t dev, struct page_run *runs,
 				size_t nruns, uint64_t *resident)
 {
-	/* the resident bitmap's one chunk: these files have 4 pages */
-	static uint64_t *chunks[64];
-	static size_t nchunks;
+	/* these files have 4 pages: their resident bitmap is inline */
 	struct scanned_file f = { .path = (char *)path, .sb_dev = dev, .size = 4 * P, .npages = 4,
 				  .runs = runs, .nruns = nruns };
 
-	if (resident) {
-		assert_true(nchunks < 64);
-		chunks[nchunks] = resident;
-		f.resident = &chunks[nchunks++];
-	}
-
+	if (resident)
+		f.resident.bits = *resident;
 	f.resident_pages = resident ? __builtin_popcountll(*resident) : 0;
 	return f;
 }
@@ -106,7 +100,8 @@ static void donor_choice(void **state)
 	clone_sets_find(&s, 1, NULL, NULL, &cs);
 	assert_string_equal(files[cs.sets[0].members[0]].path, "/c2");
 	clone_sets_free(&cs);
-	files[1].resident = NULL, files[1].resident_pages = 0;
+	files[1].resident.bits = 0;
+	files[1].resident_pages = 0;
 	clone_sets_find(&s, 1, NULL, NULL, &cs);
 	assert_string_equal(files[cs.sets[0].members[0]].path, "/c4");
 	assert_int_equal(cs.sets[0].nmembers, 4);
