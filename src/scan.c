@@ -578,7 +578,14 @@ static void add_file(struct scan *s, const struct scanned_file *f)
 		s->cap = s->cap ? 2 * s->cap : 256;
 		s->files = xrealloc(s->files, s->cap, sizeof(*s->files));
 	}
-	s->files[s->nfiles++] = *f;
+	s->files[s->nfiles] = *f;
+	/* the scan keeps its files' paths and runs in its store: no allocation each */
+	s->files[s->nfiles].path = arena_strdup(&s->store, f->path);
+	s->files[s->nfiles].runs = f->nruns ? arena_memdup(&s->store, f->runs, f->nruns * sizeof(*f->runs))
+					    : NULL;
+	free(f->path);
+	free(f->runs);
+	s->nfiles++;
 }
 
 /* ---- reuse of an earlier scan's extents ---- */
@@ -1215,11 +1222,9 @@ struct extmap_input *scan_extmap_input(const struct scan *s)
 
 void scan_free(struct scan *s)
 {
-	for (size_t i = 0; i < s->nfiles; i++) {
-		free(s->files[i].path);
-		free(s->files[i].runs);
+	for (size_t i = 0; i < s->nfiles; i++)
 		resident_free(&s->files[i]);
-	}
+	arena_free(&s->store);
 	free(s->files);
 	if (s->seen)
 		free(s->seen->slot);

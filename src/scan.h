@@ -20,20 +20,20 @@
 #define RESIDENT_CHUNK_PAGES (256u * 1024)
 
 struct scanned_file {
-	char *path;
+	char *path;             /* in the scan's store */
 	uint64_t st_dev;        /* as stat(2) reports it */
 	uint64_t ino;
-	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
 	uint64_t subvol;        /* btrfs: the subvolume's root id; 0 elsewhere */
-	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
-	bool has_gen;
-	bool sealed;            /* immutable (FS_IMMUTABLE_FL): the sharing kernel shares only these */
 	uint64_t size;
 	struct timespec ctime;  /* when it was read: a later one means it changed */
 	uint64_t npages;        /* ceil(size / page size) */
-	struct page_run *runs;  /* file pages that map to physical pages */
+	struct page_run *runs;  /* file pages that map to physical pages; in the scan's store */
 	size_t nruns;
 	uint64_t shared_bytes;  /* bytes in extents flagged FIEMAP_EXTENT_SHARED */
+	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
+	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
+	bool has_gen;
+	bool sealed;            /* immutable (FS_IMMUTABLE_FL): the sharing kernel shares only these */
 	bool no_fiemap;         /* its filesystem cannot tell its extents */
 	bool unmapped_extent;   /* an extent maps to no page (unwritten, delayed, inline...): not a hole */
 	/*
@@ -112,6 +112,7 @@ struct scan {
 	unsigned page_size;
 	/* private */
 	size_t cap;
+	struct arena store;   /* the files' paths and runs */
 	struct inode_set *seen;
 	struct mount_table *mounts;
 	size_t *reuse_order;  /* during scan_paths(): opts->reuse's files by inode */

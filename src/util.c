@@ -250,6 +250,55 @@ char *xstrdup(const char *s)
 	return p ? p : oom();
 }
 
+#define ARENA_BLOCK (1u << 20)
+
+struct arena_block {
+	struct arena_block *next;
+	size_t used, cap;
+	_Alignas(8) char data[];
+};
+
+void *arena_memdup(struct arena *a, const void *p, size_t n)
+{
+	size_t need = (n + 7) & ~(size_t)7;
+	struct arena_block *b = a->head;
+	void *q;
+
+	if (!b || b->cap - b->used < need) {
+		/* a record larger than a block gets a block of its own, behind the current one */
+		size_t cap = need > ARENA_BLOCK / 4 ? need : ARENA_BLOCK;
+		struct arena_block *nb = xcalloc(1, sizeof(*nb) + cap);
+
+		nb->cap = cap;
+		if (b && cap != ARENA_BLOCK) {
+			nb->next = b->next;
+			b->next = nb;
+		} else {
+			nb->next = b;
+			a->head = nb;
+		}
+		b = nb;
+	}
+	q = b->data + b->used;
+	b->used += need;
+	memcpy(q, p, n);
+	return q;
+}
+
+char *arena_strdup(struct arena *a, const char *s)
+{
+	return arena_memdup(a, s, strlen(s) + 1);
+}
+
+void arena_free(struct arena *a)
+{
+	for (struct arena_block *b = a->head, *next; b; b = next) {
+		next = b->next;
+		free(b);
+	}
+	a->head = NULL;
+}
+
 int bpf_load_error(int err, const char *what)
 {
 	if ((err == -EPERM || err == -EACCES) && geteuid() != 0) {

@@ -90,6 +90,18 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n, size_t size);
 char *xstrdup(const char *s);
 
+/*
+ * Many small records that live and die together (a scan's paths and runs):
+ * appended to big blocks, so each costs its bytes and no allocator header,
+ * never moved (pointers into it stay valid), all freed at once.
+ */
+struct arena {
+	struct arena_block *head;
+};
+void *arena_memdup(struct arena *a, const void *p, size_t n); /* 8-byte aligned */
+char *arena_strdup(struct arena *a, const char *s);
+void arena_free(struct arena *a);
+
 static inline bool bit_test(const uint64_t *map, uint64_t bit)
 {
 	return map[bit / 64] & (1ULL << (bit % 64));
