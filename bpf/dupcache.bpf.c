@@ -15,8 +15,10 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Sizes are set by the loader before load, from the extent map. */
+/* Not preallocated: the headroom for files to come costs nothing until they do. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1);
 	__type(key, struct dc_file_key);
 	__type(value, __u32);
