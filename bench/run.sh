@@ -13,7 +13,8 @@
 #      (a) untracked inode, (b) tracked order-0 folio (POSIX_FADV_RANDOM 4 KiB
 #      reads), (c) tracked large folios (sequential), (d) = (b) with the task
 #      attribution of `top --by process` on
-#   3  `dupcache report` snapshot vs `fincore` on 20,000 small files
+#   3  `dupcache report` snapshot vs `fincore` on 20,000 small files (3b: 200,000;
+#      3c: 1,000,000, and its cost per file against 3b's)
 #   4  kernel map memory and userspace RSS of the engine, per GiB of tracked
 #      shared data
 #
@@ -23,7 +24,7 @@
 # BENCH_RAND_READS (random 4 KiB reads per window, default 16384),
 # BENCH_SNAP_REPS (dupcache/fincore snapshot pairs, default 9),
 # BENCH_SECTIONS (the sections to run, default "1 2 2d 3 3b 6 5"; 4 runs with
-# 2, 6 needs 2).
+# 2, 6 needs 2; 3c, 1,000,000 files, runs only when named).
 #
 # Page cache is dropped per file with POSIX_FADV_DONTNEED, never through
 # /proc/sys/vm/drop_caches.  Everything created here (loop devices, mounts,
@@ -75,7 +76,7 @@ IMG_C=/dev/shm/dupcache-bench.$$.c.img
 MNT_A=$WORK/a          # the watched tree: 1 GiB of reflinked files, nothing else
 MNT_B=$WORK/b          # an untracked file and the small-file tree
 MNT_C=$WORK/c          # 6: 100 GiB of reflinked clones of one 4 GiB file
-MNT_D=$WORK/d          # 3b: 200,000 small files
+MNT_D=$WORK/d          # 3b, 3c: 200,000 or 1,000,000 small files
 IMG_D=
 LOOP_A= LOOP_B= LOOP_C= LOOP_D=
 ENGINE_PID=
@@ -562,6 +563,7 @@ snapshot_vs_fincore() {
 		say "  run $r: dupcache ${DC[-1]} s, fincore ${FC[-1]} s"
 	done
 	m_dc=$(median "${DC[@]}") m_fc=$(median "${FC[@]}")
+	SNAP_MEDIAN=$m_dc
 	ratio=$(calc '%.2f' "$m_dc / $m_fc")
 	min_ratio=$(calc '%.2f' "$(printf '%s\n' "${DC[@]}" | sort -g | head -1) / $(printf '%s\n' "${FC[@]}" | sort -g | head -1)")
 	row "$label snapshot, $nfiles files: dupcache report (median s)" "$(calc '%.3f' "$m_dc") [$(spread "${DC[@]}")]" "-" "-"
@@ -579,22 +581,40 @@ if section 3; then
 	snapshot_vs_fincore 3 "$MNT_B/small" "$nsmall"
 fi
 
-# 3b: the same on 200,000 files (4 KiB, half of them reflinked copies, a
-# third of the originals and half of the copies cached), on their own image.
-if section 3b; then
+# many_files LABEL NDIRS IMG_SIZE: the snapshot comparison on NDIRS * 100
+# original 4 KiB files and as many reflinked copies (a third of the
+# originals and half of the copies cached), on an image of their own.
+many_files() {
+	local label=$1 ndirs=$2 size=$3 nfiles=$(($2 * 200))
 	IMG_D=/dev/shm/dupcache-bench.$$.d.img
 	mkdir -p "$MNT_D"
-	truncate -s 2G "$IMG_D" && mkfs.xfs -q -f -m reflink=1 "$IMG_D" &&
+	truncate -s "$size" "$IMG_D" && mkfs.xfs -q -f -m reflink=1 "$IMG_D" &&
 		LOOP_D=$(losetup -f --show "$IMG_D") && mount "$LOOP_D" "$MNT_D" ||
-		die "setting up the 200,000-file tree failed"
-	say "3b: creating 200,000 files"
-	h mktree "$MNT_D/o" 1000 100 4096 && cp -r --reflink=always "$MNT_D/o" "$MNT_D/c" ||
-		die "creating the 200,000-file tree failed"
+		die "setting up the $nfiles-file tree failed"
+	say "$label: creating $nfiles files"
+	h mktree "$MNT_D/o" "$ndirs" 100 4096 && cp -r --reflink=always "$MNT_D/o" "$MNT_D/c" ||
+		die "creating the $nfiles-file tree failed"
 	find "$MNT_D" -type f -print0 | xargs -0 "$PY" "$HELPER" drop
 	find "$MNT_D" -type f | awk -F/ '{ n = substr($NF, 2) + 0; o = ($(NF - 2) == "o") }
 		(o && n % 3 == 0) || (!o && n % 2 == 0)' | xargs cat >/dev/null
-	snapshot_vs_fincore 3b "$MNT_D" "$(find "$MNT_D" -type f | wc -l)"
+	snapshot_vs_fincore "$label" "$MNT_D" "$(find "$MNT_D" -type f | wc -l)"
 	umount "$MNT_D" && losetup -d "$LOOP_D" && LOOP_D= && rm -f "$IMG_D"
+}
+
+# 3b: 200,000 files.
+if section 3b; then
+	many_files 3b 1000 2G
+	PER_FILE_200K=$(calc '%.3f' "$SNAP_MEDIAN * 1000000 / 200000")
+fi
+
+# 3c (not run by default: about 5 minutes): 1,000,000 files, and the cost per
+# file against 3b's when both ran: linear is 1x.
+if section 3c; then
+	many_files 3c 5000 6G
+	per_file=$(calc '%.3f' "$SNAP_MEDIAN * 1000000 / 1000000")
+	if [ -n "${PER_FILE_200K:-}" ]; then
+		row "3c report time per file, 1,000,000 vs 200,000 files (us)" "$per_file vs $PER_FILE_200K: $(calc '%.2f' "$per_file / $PER_FILE_200K")x" "linear" "info"
+	fi
 fi
 
 # ---------------------------------------------------------------- 6: 100 GiB tracked
