@@ -225,6 +225,29 @@ static void empty_input(void **state)
 	extmap_free(&m);
 }
 
+/* A file's runs out of file order (nothing the scan makes, but allowed): its segments still sorted by file page. */
+static void unsorted_runs_give_sorted_segments(void **state)
+{
+	struct extmap_input in[] = {
+		FILE_IN(1, RUNS({ 8, 500, 4 }, { 0, 100, 4 })),
+		FILE_IN(1, RUNS({ 0, 100, 4 }, { 4, 500, 4 })),
+	};
+	struct extmap m;
+
+	(void)state;
+	assert_int_equal(extmap_build(in, 2, &m), 0);
+	assert_int_equal(m.nslots, 8);
+	assert_int_equal(m.ngroups, 1);
+	assert_int_equal(m.seg_count[0], 2);
+	assert_true(m.segs[m.seg_first[0]].lpage == 0 && m.segs[m.seg_first[0] + 1].lpage == 8);
+	for (uint64_t p = 0; p < 4; p++) {
+		assert_int_equal(slot_of(&m, 0, p), slot_of(&m, 1, p));
+		assert_int_equal(slot_of(&m, 0, 8 + p), slot_of(&m, 1, 4 + p));
+	}
+	assert_int_equal(slot_of(&m, 0, 4), UINT64_MAX);
+	extmap_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +261,7 @@ int main(void)
 		cmocka_unit_test(chains_join_into_one_group),
 		cmocka_unit_test(many_extents),
 		cmocka_unit_test(empty_input),
+		cmocka_unit_test(unsorted_runs_give_sorted_segments),
 	};
 
 	return cmocka_run_group_tests_name("extmap", tests, NULL, NULL);
