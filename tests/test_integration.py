@@ -805,6 +805,13 @@ def w_ia32_clone(fs, m):
     syscall numbers and registers) is noticed like any other."""
     tool = fs.tmp + '/ia32_clone'
     run(['cc', '-O2', '-o', tool, os.path.join(HERE, 'helpers', 'ia32_clone.c')])
+    probe = subprocess.run([tool, '--probe'], capture_output=True)
+    if probe.returncode != 0:
+        # Some hypervisors' guests (this workplace's hosts) have no int $0x80
+        # entry; the VM case changes_on_6_1 runs this test on its own kernel.
+        raise Skip('this kernel runs no 32-bit syscalls (int $0x80 probe: %s)'
+                   % (('signal %d' % -probe.returncode) if probe.returncode < 0
+                      else 'exit %d' % probe.returncode))
     a, b = cold_clone_pair(fs, m, 8 * MiB)
     w = Watch([m], 3)
     w.wait_ready()
