@@ -199,6 +199,26 @@ struct {
 	.values = { [0] = &grace_inner },
 };
 
+/*
+ * Plain adds, not atomic ones: each counter has one writer, one program
+ * (added and refaults folio_added, removed and reclaimed folio_removed),
+ * and a program runs with preemption off and never nested in itself on a
+ * CPU (page-cache adds and removals do not happen in interrupts).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dc_event_counts);
+} event_counts SEC(".maps");
+
+static __always_inline struct dc_event_counts *cpu_counts(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&event_counts, &zero);
+}
+
 /* Apart from the configuration below, which every event reads: these lines are written. */
 struct dc_totals totals SEC(".data.totals");
 const volatile __u32 page_shift = 12;
@@ -663,10 +683,15 @@ static __always_inline void flush_range(struct range_ctx *c, struct dc_file *fil
 	flush_cgroup(c);
 	if (c->pages) {
 		add_counts(c, &file->resident_base, c->pages, c->refaults);
-		if (c->refaults)
-			__sync_fetch_and_add(&totals.refaults, c->refaults);
-		if (c->delta < 0 && c->reclaim)
-			__sync_fetch_and_add(&totals.reclaimed, c->pages);
+		if (c->refaults || (c->delta < 0 && c->reclaim)) {
+			struct dc_event_counts *n = cpu_counts();
+
+			if (n) {
+				n->refaults += c->refaults;
+				if (c->delta < 0 && c->reclaim)
+					n->reclaimed += c->pages;
+			}
+		}
 	}
 	if (!c->dup)
 		return;
@@ -774,6 +799,25 @@ static __always_inline void note_inode_change(struct inode *inode)
 
 #define PF_MEMALLOC 0x00000800 /* set by every reclaimer: kswapd, direct, memcg, DAMON */
 
+/*
+ * The css serial number of a folio's mem_cgroup.  The folio holds it as a
+ * scalar, which only a probe read can follow (45 ns here, the largest part
+ * of a tracked add).  The folio is charged to the memory cgroup of the
+ * task that adds it almost always (the reader's own readahead): when the
+ * task's memory css, which the programs reach through typed pointers with
+ * plain loads, is the same object, read the number through it.
+ */
+static __always_inline __u64 memcg_serial(struct mem_cgroup *memcg)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct cgroup_subsys_state *css =
+		task->cgroups->subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)];
+
+	if ((unsigned long)css == (unsigned long)memcg + bpf_core_field_offset(struct mem_cgroup, css))
+		return css->serial_nr;
+	return BPF_CORE_READ(memcg, css.serial_nr);
+}
+
 /* The slot of a memory cgroup, handed out on first sight (bounded). */
 static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 {
@@ -786,7 +830,7 @@ static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
 
 	if (!memcg)
 		return DC_CGROUP_UNKNOWN;
-	serial = BPF_CORE_READ(memcg, css.serial_nr);
+	serial = memcg_serial(memcg);
 	memo = bpf_map_lookup_elem(&last_cgroup, &zero);
 	if (memo && memo->memcg == (__u64)memcg && memo->serial == serial)
 		return memo->slot;
@@ -831,6 +875,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	struct file_memo *memo = NULL;
 	struct dc_span seg, run;
 	__u32 zero = 0, *fid, file_id, cgroup = DC_CGROUP_UNKNOWN;
+	struct dc_event_counts *counts;
 	struct dc_file_key key;
 	struct dc_file *file;
 	bool reclaim = false;
@@ -861,10 +906,13 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	if (file_id == DC_UNTRACKED || !(file = bpf_map_lookup_elem(&files, &file_id)))
 		return 0;
 	npages = folio_pages(folio);
+	counts = cpu_counts();
 	if (delta > 0) {
-		__sync_fetch_and_add(&totals.added, npages);
+		if (counts)
+			counts->added += npages;
 	} else {
-		__sync_fetch_and_add(&totals.removed, npages);
+		if (counts)
+			counts->removed += npages;
 		/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
 		if (!host->i_nlink ||
 		    folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift)

@@ -185,7 +185,11 @@ struct dc_watched {
 /* watched_sb_flags: keys on this filesystem carry the inode generation. */
 #define DC_SB_GEN 0x1
 
-/* Global counters, in the programs' .bss (mmapped by the skeleton). */
+/*
+ * Global counters, in the programs' .data.totals (mmapped by the skeleton),
+ * except the four of struct dc_event_counts, which the loader sums from the
+ * per-CPU map event_counts into this view.
+ */
 struct dc_totals {
 	__u64 dup;
 	__u64 peak_dup;
@@ -209,6 +213,17 @@ struct dc_totals {
 	__u64 memcg_stalls;   /* memory cgroup limit reclaim, ended */
 	__u64 memcg_stall_ns;
 	__u64 pages_reclaimed;
+};
+
+/*
+ * What every tracked event counts, kept per CPU (map event_counts): no
+ * cache line that all CPUs write, and no locked instruction.
+ */
+struct dc_event_counts {
+	__u64 added;     /* pages of tracked files added */
+	__u64 removed;
+	__u64 reclaimed; /* tracked pages removed by reclaim */
+	__u64 refaults;  /* tracked pages added again after reclaim removed them */
 };
 
 /* Context of the seed program: account [index, index + npages) of a file. */

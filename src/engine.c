@@ -683,6 +683,33 @@ static void add_counters(struct dc_totals *sum, const struct dc_totals *t)
 		sum->peak_dup = t->peak_dup;
 }
 
+/*
+ * The counters of one load of the programs: the global ones, and the
+ * per-CPU event counters summed (a failed read leaves those at 0 and is
+ * counted as a missing entry: the figures are then known to be short).
+ */
+static struct dc_totals skel_totals(const struct dupcache_bpf *skel)
+{
+	struct dc_totals t = skel->data_totals->totals;
+	int ncpus = libbpf_num_possible_cpus();
+	struct dc_event_counts *cpu = ncpus > 0 ? calloc(ncpus, sizeof(*cpu)) : NULL;
+	uint32_t zero = 0;
+
+	if (!cpu || bpf_map_lookup_elem(bpf_map__fd(skel->maps.event_counts), &zero, cpu)) {
+		t.missing_entry++;
+		free(cpu);
+		return t;
+	}
+	for (int c = 0; c < ncpus; c++) {
+		t.added += cpu[c].added;
+		t.removed += cpu[c].removed;
+		t.reclaimed += cpu[c].reclaimed;
+		t.refaults += cpu[c].refaults;
+	}
+	free(cpu);
+	return t;
+}
+
 static int update_batch(struct bpf_map *map, const void *keys, const void *values, uint32_t n)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
@@ -1058,7 +1085,9 @@ static int sync_once(struct engine *e, struct scan *s, const struct extmap *m, u
 
 		err = load(e, &want);
 		if (old.skel && e->skel != old.skel) {
-			add_counters(&e->carried, &old.skel->data_totals->totals);
+			struct dc_totals last = skel_totals(old.skel);
+
+			add_counters(&e->carried, &last);
 			unload(&old);
 			e->nkeys = 0; /* they were keys of the old maps */
 		}
@@ -1176,7 +1205,7 @@ void engine_counts(struct engine *e, struct dup_counts *out)
 /* The live totals plus what earlier loads of the engine counted. */
 static struct dc_totals totals_now(const struct engine *e)
 {
-	struct dc_totals t = e->skel->data_totals->totals;
+	struct dc_totals t = skel_totals(e->skel);
 
 	add_counters(&t, &e->carried);
 	return t;
