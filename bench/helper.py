@@ -186,16 +186,17 @@ def find_prog(pid, name):
 
 
 def engine_totals(prog):
-    """The engine's global totals (pages added/removed of tracked files), from its data section."""
+    """The engine's event totals (pages added/removed of tracked files): its
+    per-CPU map event_counts, summed over the CPUs."""
     for map_id in prog.get("map_ids", []):
-        m = bpftool("map", "show", "id", str(map_id))
-        if ".data" not in m.get("name", "") and ".bss" not in m.get("name", ""):
+        if bpftool("map", "show", "id", str(map_id)).get("name") != "event_counts":
             continue
+        sums = {}
         for entry in bpftool("map", "dump", "id", str(map_id)):
-            for sec in entry.get("formatted", {}).get("value", {}).values():
-                for part in sec if isinstance(sec, list) else []:
-                    if "totals" in part:
-                        return part["totals"]
+            for cpu in entry.get("formatted", {}).get("values", []):
+                for k, v in cpu["value"].items():
+                    sums[k] = sums.get(k, 0) + v
+        return sums
     return {}
 
 

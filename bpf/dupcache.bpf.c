@@ -248,9 +248,10 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 
 	if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
 		return 1;
+	/* Plain loads: the tracepoint's folio is a typed pointer (no probe read). */
 	if (bpf_core_field_exists(folio->_nr_pages))
-		return BPF_CORE_READ(folio, _nr_pages);
-	return BPF_CORE_READ((struct folio___v61 *)folio, _folio_nr_pages);
+		return folio->_nr_pages;
+	return ((struct folio___v61 *)folio)->_folio_nr_pages;
 }
 
 /* The filter's entry for a filesystem: -1 not watched, DC_MAX_WATCHED_SB filter off. */
