@@ -186,15 +186,15 @@ def find_prog(pid, name):
 
 
 def engine_totals(prog):
-    """The engine's event totals (pages added/removed of tracked files): its
-    per-CPU map event_counts, summed over the CPUs."""
+    """The engine's event totals (pages added/removed of tracked files): the
+    counts of its per-CPU map cpu_state, summed over the CPUs."""
     for map_id in prog.get("map_ids", []):
-        if bpftool("map", "show", "id", str(map_id)).get("name") != "event_counts":
+        if bpftool("map", "show", "id", str(map_id)).get("name") != "cpu_state":
             continue
         sums = {}
         for entry in bpftool("map", "dump", "id", str(map_id)):
             for cpu in entry.get("formatted", {}).get("values", []):
-                for k, v in cpu["value"].items():
+                for k, v in cpu["value"]["counts"].items():
                     sums[k] = sums.get(k, 0) + v
         return sums
     return {}

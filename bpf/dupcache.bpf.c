@@ -123,34 +123,21 @@ struct cgroup_memo {
 	__u32 pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct cgroup_memo);
-} last_cgroup SEC(".maps");
-
 /*
  * The file of this CPU's last page-cache event, tracked or not, and where
  * its last pages were found: the next folio of the same file (readahead,
  * a reader's next page) skips the hash lookup and the binary searches.
- * The loader empties it whenever it fills the maps (file ids change).
+ * File ids change when the loader fills the maps: a memo of an earlier
+ * fill is void.
  */
 #define DC_UNTRACKED 0xffffffffu
 struct file_memo {
 	struct dc_file_key key;
 	__u32 file_id;      /* DC_UNTRACKED: not a tracked file */
-	__u32 valid;
+	__u32 fill;         /* cfg.fill it was made in; 0: never made */
 	struct dc_span seg;
 	struct dc_span run;
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct file_memo);
-} last_file SEC(".maps");
 
 /*
  * What a thread is in the middle of, in the thread's own storage: no
@@ -181,7 +168,7 @@ static __always_inline struct thread_state *thread_state(bool create)
  * Not used by any program: an update of an ARRAY_OF_MAPS from userspace
  * returns only after an RCU grace period (the kernel's
  * maybe_wait_bpf_programs()), so every program that ran before it, under
- * the old `paused`, has finished.  That is the loader's barrier.
+ * the old `cfg.paused`, has finished.  That is the loader's barrier.
  */
 struct grace_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -199,38 +186,15 @@ struct {
 	.values = { [0] = &grace_inner },
 };
 
-/*
- * Plain adds, not atomic ones: each counter has one writer, one program
- * (added and refaults folio_added, removed and reclaimed folio_removed),
- * and a program runs with preemption off and never nested in itself on a
- * CPU (page-cache adds and removals do not happen in interrupts).
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dc_event_counts);
-} event_counts SEC(".maps");
-
-static __always_inline struct dc_event_counts *cpu_counts(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&event_counts, &zero);
-}
-
 /* Apart from the configuration below, which every event reads: these lines are written. */
 struct dc_totals totals SEC(".data.totals");
 const volatile __u32 page_shift = 12;
-/* Set by the loader while it rewrites the maps; accounting waits. */
-volatile __u32 paused;
 /*
  * The scanned trees' filesystems, so that a page of any other filesystem
- * costs a few compares in one cache line, not a hash lookup.  0 watched:
- * filter off.
+ * costs a few compares in the line every event reads anyway, not a hash
+ * lookup; and the loader's pause.
  */
-struct dc_watched watched __attribute__((aligned(64)));
-__u32 watched_sb_flags[DC_MAX_WATCHED_SB]; /* DC_SB_* */
+struct dc_config cfg __attribute__((aligned(64)));
 
 /* 6.1 keeps a large folio's page count here; 6.18 calls it _nr_pages. */
 struct folio___v61 {
@@ -257,14 +221,14 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 /* The filter's entry for a filesystem: -1 not watched, DC_MAX_WATCHED_SB filter off. */
 static __always_inline int watched_index(__u32 dev)
 {
-	__u32 n = watched.n;
+	__u32 n = cfg.n;
 
 	if (!n)
 		return DC_MAX_WATCHED_SB;
 	for (int i = 0; i < DC_MAX_WATCHED_SB; i++) {
 		if ((__u32)i >= n)
 			return -1;
-		if (watched.dev[i] == dev)
+		if (cfg.dev[i] == dev)
 			return i;
 	}
 	return -1;
@@ -346,16 +310,48 @@ struct range_ctx {
 	__u32 piece_lane;
 };
 
-/* Each CPU's range being accounted, by kind: events can interrupt a seeding call. */
+/* The range contexts of a CPU, by kind: events can interrupt a seeding call. */
 #define RANGE_ADD 0
 #define RANGE_REMOVE 1
 #define RANGE_SEED 2
+#define RANGE_KINDS 3
+
+/*
+ * Everything a CPU keeps, in one map value: one lookup, and the lines an
+ * add touches next to each other.  The event counters open it (the loader
+ * sums them from there).  Plain adds to them, not atomic ones: each has one
+ * writer, one program (added and refaults folio_added, removed and
+ * reclaimed folio_removed), and a program runs with preemption off and
+ * never nested in itself on a CPU (page-cache adds and removals do not
+ * happen in interrupts).
+ */
+struct cpu_state {
+	struct dc_event_counts counts;
+	struct file_memo file;
+	struct cgroup_memo cgroup;
+	struct range_ctx range[RANGE_KINDS];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct range_ctx);
-} ranges SEC(".maps");
+	__type(value, struct cpu_state);
+} cpu_state SEC(".maps");
+
+static __always_inline struct cpu_state *this_cpu(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_state, &zero);
+}
+
+static __always_inline struct range_ctx *range_of(__u32 which)
+{
+	struct cpu_state *st = this_cpu();
+
+	return st && which < RANGE_KINDS ? &st->range[which] : NULL;
+}
 
 /*
  * The span of map (segments or runs) that holds file page idx, among a
@@ -656,20 +652,20 @@ static __always_inline int account_next(struct range_ctx *c, struct dc_file *fil
 }
 
 /*
- * The next piece of this CPU's range ranges[which]; 1 when it is done.  A
+ * The next piece of this CPU's range of kind which; 1 when it is done.  A
  * global function: the verifier checks it once, not once per state of its
  * callers (the per-page work was most of the folio programs' verification,
  * 600,000 instructions and seconds per load).
  */
 __noinline int account_step(__u32 which)
 {
-	struct range_ctx *c = bpf_map_lookup_elem(&ranges, &which);
+	struct range_ctx *c = range_of(which);
 	struct dc_file *file = c ? bpf_map_lookup_elem(&files, &c->file_id) : NULL;
 
 	return file ? account_next(c, file) : 1;
 }
 
-/* bpf_loop's callback: the range is this CPU's ranges[*which]. */
+/* bpf_loop's callback: the range is this CPU's of kind *which. */
 static int account_next_cb(__u32 i, __u32 *which)
 {
 	return account_step(*which) ? 1 : 0; /* a callback returns 0 or 1 */
@@ -685,12 +681,12 @@ static __always_inline void flush_range(struct range_ctx *c, struct dc_file *fil
 	if (c->pages) {
 		add_counts(c, &file->resident_base, c->pages, c->refaults);
 		if (c->refaults || (c->delta < 0 && c->reclaim)) {
-			struct dc_event_counts *n = cpu_counts();
+			struct cpu_state *st = this_cpu();
 
-			if (n) {
-				n->refaults += c->refaults;
+			if (st) {
+				st->counts.refaults += c->refaults;
 				if (c->delta < 0 && c->reclaim)
-					n->reclaimed += c->pages;
+					st->counts.reclaimed += c->pages;
 			}
 		}
 	}
@@ -709,8 +705,8 @@ static __always_inline void flush_range(struct range_ctx *c, struct dc_file *fil
 }
 
 /*
- * Account pages [index, index + npages) of a file, through ranges[which],
- * this CPU's context for events of that kind (its fields are map memory,
+ * Account pages [index, index + npages) of a file, through this CPU's
+ * range context for events of kind which (its fields are map memory,
  * not stack: the verifier then need not follow every combination of
  * their values through the counters).
  */
@@ -719,7 +715,7 @@ static __always_inline void account_range(__u32 which, struct dc_file *file, __u
 					  bool reclaim, bool seeding, struct dc_span *seg,
 					  struct dc_span *run)
 {
-	struct range_ctx *c = bpf_map_lookup_elem(&ranges, &which);
+	struct range_ctx *c = range_of(which);
 
 	if (!c)
 		return;
@@ -771,7 +767,7 @@ static __always_inline bool file_key(struct inode *inode, struct dc_file_key *ke
 		return false;
 	key->ino = inode->i_ino;
 	key->subvol = sb->s_magic == BTRFS_SUPER_MAGIC ? btrfs_subvol(inode) : 0;
-	key->gen = w < DC_MAX_WATCHED_SB && (watched_sb_flags[w] & DC_SB_GEN) ? inode->i_generation : 0;
+	key->gen = w < DC_MAX_WATCHED_SB && (cfg.gen_mask >> w & 1) ? inode->i_generation : 0;
 	return true;
 }
 
@@ -820,19 +816,17 @@ static __always_inline __u64 memcg_serial(struct mem_cgroup *memcg)
 }
 
 /* The slot of a memory cgroup, handed out on first sight (bounded). */
-static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages)
+static __always_inline __u32 cgroup_slot(struct folio *folio, __u64 npages, struct cgroup_memo *memo)
 {
 	/* Page cache folios point at their mem_cgroup; the low bits are flags. */
 	struct mem_cgroup *memcg = (struct mem_cgroup *)(folio->memcg_data & ~3UL);
 	struct dc_cgroup_stats *cg;
-	struct cgroup_memo *memo;
-	__u32 *slot, new, zero = 0;
+	__u32 *slot, new;
 	__u64 id, serial;
 
 	if (!memcg)
 		return DC_CGROUP_UNKNOWN;
 	serial = memcg_serial(memcg);
-	memo = bpf_map_lookup_elem(&last_cgroup, &zero);
 	if (memo && memo->memcg == (__u64)memcg && memo->serial == serial)
 		return memo->slot;
 	id = BPF_CORE_READ(memcg, css.cgroup, kn, id);
@@ -875,20 +869,27 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	struct address_space *mapping = folio->mapping;
 	struct file_memo *memo = NULL;
 	struct dc_span seg, run;
-	__u32 zero = 0, *fid, file_id, cgroup = DC_CGROUP_UNKNOWN;
-	struct dc_event_counts *counts;
+	__u32 *fid, file_id, fill, cgroup = DC_CGROUP_UNKNOWN;
 	struct dc_file_key key;
+	struct cpu_state *st;
 	struct dc_file *file;
-	bool reclaim = false;
+	bool reclaim = false, paused;
 	struct inode *host;
 	__u64 npages;
 
 	if (!mapping || !(host = mapping->host) || !file_key(host, &key))
 		return 0;
-	/* While the loader rewrites the maps, no memo: it empties them meanwhile. */
-	if (!paused)
-		memo = bpf_map_lookup_elem(&last_file, &zero);
-	if (memo && memo->valid && same_key(&memo->key, &key)) {
+	/*
+	 * One read of the pause: a program that saw none finishes before the
+	 * loader, which waits for that, rewrites anything.  While paused, no
+	 * memo is used or made.
+	 */
+	paused = *(volatile __u32 *)&cfg.paused;
+	fill = cfg.fill;
+	st = this_cpu();
+	if (st && !paused)
+		memo = &st->file;
+	if (memo && memo->fill == fill && same_key(&memo->key, &key)) {
 		file_id = memo->file_id;
 		seg = memo->seg;
 		run = memo->run;
@@ -901,19 +902,18 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 			memo->file_id = file_id;
 			memo->seg = seg;
 			memo->run = run;
-			memo->valid = 1;
+			memo->fill = fill;
 		}
 	}
 	if (file_id == DC_UNTRACKED || !(file = bpf_map_lookup_elem(&files, &file_id)))
 		return 0;
 	npages = folio_pages(folio);
-	counts = cpu_counts();
 	if (delta > 0) {
-		if (counts)
-			counts->added += npages;
+		if (st)
+			st->counts.added += npages;
 	} else {
-		if (counts)
-			counts->removed += npages;
+		if (st)
+			st->counts.removed += npages;
 		/* Truncate sets i_size before it drops pages; unlink drops i_nlink. */
 		if (!host->i_nlink ||
 		    folio->index >= (__u64)(host->i_size + (1 << page_shift) - 1) >> page_shift)
@@ -930,7 +930,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	}
 	/* Adds are tagged with the folio's cgroup; a removal goes where its add went. */
 	if (delta > 0)
-		cgroup = cgroup_slot(folio, npages);
+		cgroup = cgroup_slot(folio, npages, st ? &st->cgroup : NULL);
 	else
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
 	account_range(delta > 0 ? RANGE_ADD : RANGE_REMOVE, file, file_id, folio->index, npages,

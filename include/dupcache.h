@@ -46,13 +46,14 @@ struct dc_inode_key {
  * A tracked file as the kernel tells files apart: the superblock, the btrfs
  * subvolume (a snapshot keeps its files' inode numbers), the inode number,
  * and its generation (a reused inode number is another file) on the
- * filesystems whose watched_sb_flags say the loader could read it.
+ * filesystems whose bit in struct dc_config gen_mask says the loader could
+ * read it.
  */
 struct dc_file_key {
 	__u64 ino;
 	__u64 subvol; /* btrfs: the subvolume's root id; 0 elsewhere */
 	__u32 dev;    /* the superblock's s_dev, kernel encoding */
-	__u32 gen;    /* i_generation with DC_SB_GEN, else 0 */
+	__u32 gen;    /* i_generation where gen_mask says so, else 0 */
 };
 
 #ifndef __VMLINUX_H__
@@ -176,19 +177,27 @@ struct dc_cgroup_stats {
 _Static_assert(DC_MAX_CGROUPS <= DC_PAGE_CGROUP_MASK + 1, "a cgroup slot fits in a page's state");
 
 /* Filesystems (s_dev) of the scanned trees; more turn the filter off. */
-#define DC_MAX_WATCHED_SB 15
-/* The filter, one cache line: how many filesystems, and their s_dev. */
-struct dc_watched {
-	__u32 n;
+#define DC_MAX_WATCHED_SB 13
+/*
+ * What every event reads before anything else, in one cache line: whether
+ * the loader is rewriting the maps, which fill of them is live, and the
+ * filter (how many filesystems, their s_dev, and on which ones keys carry
+ * the inode generation).
+ */
+struct dc_config {
+	__u32 paused;   /* set by the loader while it rewrites the maps: accounting waits */
+	__u32 fill;     /* bumped at every fill: a per-CPU memo of an older one is void */
+	__u16 n;        /* watched filesystems; 0: filter off */
+	__u16 gen_mask; /* bit k: keys on dev[k]'s filesystem carry the inode generation */
 	__u32 dev[DC_MAX_WATCHED_SB];
 };
-/* watched_sb_flags: keys on this filesystem carry the inode generation. */
-#define DC_SB_GEN 0x1
+_Static_assert(sizeof(struct dc_config) == 64, "the configuration is one cache line");
+_Static_assert(DC_MAX_WATCHED_SB <= 16, "gen_mask has a bit per filesystem");
 
 /*
  * Global counters, in the programs' .data.totals (mmapped by the skeleton),
  * except the four of struct dc_event_counts, which the loader sums from the
- * per-CPU map event_counts into this view.
+ * per-CPU map cpu_state into this view.
  */
 struct dc_totals {
 	__u64 dup;
@@ -216,8 +225,9 @@ struct dc_totals {
 };
 
 /*
- * What every tracked event counts, kept per CPU (map event_counts): no
- * cache line that all CPUs write, and no locked instruction.
+ * What every tracked event counts, kept per CPU: no cache line that all
+ * CPUs write, and no locked instruction.  The programs' per-CPU map
+ * cpu_state holds a value that opens with it.
  */
 struct dc_event_counts {
 	__u64 added;     /* pages of tracked files added */

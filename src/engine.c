@@ -640,7 +640,7 @@ static int load(struct engine *e, const struct capacity *want)
 		return err;
 	}
 	/* Attached but idle until the maps are filled. */
-	skel->bss->paused = 1;
+	skel->bss->cfg.paused = 1;
 	e->skel = skel;
 	e->cap = cap;
 	e->pages = map_mmap(skel->maps.pages);
@@ -691,20 +691,24 @@ static void add_counters(struct dc_totals *sum, const struct dc_totals *t)
 static struct dc_totals skel_totals(const struct dupcache_bpf *skel)
 {
 	struct dc_totals t = skel->data_totals->totals;
+	/* Each CPU's value opens with its struct dc_event_counts; values are 8-aligned. */
+	size_t stride = (bpf_map__value_size(skel->maps.cpu_state) + 7) / 8 * 8;
 	int ncpus = libbpf_num_possible_cpus();
-	struct dc_event_counts *cpu = ncpus > 0 ? calloc(ncpus, sizeof(*cpu)) : NULL;
+	char *cpu = ncpus > 0 ? calloc(ncpus, stride) : NULL;
 	uint32_t zero = 0;
 
-	if (!cpu || bpf_map_lookup_elem(bpf_map__fd(skel->maps.event_counts), &zero, cpu)) {
+	if (!cpu || bpf_map_lookup_elem(bpf_map__fd(skel->maps.cpu_state), &zero, cpu)) {
 		t.missing_entry++;
 		free(cpu);
 		return t;
 	}
 	for (int c = 0; c < ncpus; c++) {
-		t.added += cpu[c].added;
-		t.removed += cpu[c].removed;
-		t.reclaimed += cpu[c].reclaimed;
-		t.refaults += cpu[c].refaults;
+		const struct dc_event_counts *n = (const void *)(cpu + c * stride);
+
+		t.added += n->added;
+		t.removed += n->removed;
+		t.reclaimed += n->reclaimed;
+		t.refaults += n->refaults;
 	}
 	free(cpu);
 	return t;
@@ -728,33 +732,36 @@ static int update_batch(struct bpf_map *map, const void *keys, const void *value
  */
 static void set_watched_sb(struct engine *e, const struct scan *s)
 {
-	uint32_t *sb = e->skel->bss->watched.dev, *flags = e->skel->bss->watched_sb_flags, n = 0;
+	struct dc_config *cfg = &e->skel->bss->cfg;
+	uint32_t n = 0;
 
+	cfg->gen_mask = 0;
 	for (size_t i = 0; i < s->nfiles && n <= DC_MAX_WATCHED_SB; i++) {
 		uint32_t k = 0;
 
-		while (k < n && sb[k] != s->files[i].sb_dev)
+		while (k < n && cfg->dev[k] != s->files[i].sb_dev)
 			k++;
 		if (k == n && n < DC_MAX_WATCHED_SB) {
-			sb[n] = s->files[i].sb_dev;
-			flags[n] = DC_SB_GEN;
+			cfg->dev[n] = s->files[i].sb_dev;
+			cfg->gen_mask |= 1u << n;
 		}
 		if (k == n)
 			n++;
 		if (k < DC_MAX_WATCHED_SB && !s->files[i].has_gen)
-			flags[k] &= ~DC_SB_GEN;
+			cfg->gen_mask &= ~(1u << k);
 	}
 	/* More filesystems than the filter holds: 0 turns it off (and generations). */
-	e->skel->bss->watched.n = n <= DC_MAX_WATCHED_SB ? n : 0;
+	cfg->n = n <= DC_MAX_WATCHED_SB ? n : 0;
 }
 
 /* A scanned file's key, as the programs build it (set_watched_sb first). */
 static struct dc_file_key file_key(const struct engine *e, const struct scanned_file *f)
 {
+	const struct dc_config *cfg = &e->skel->bss->cfg;
 	struct dc_file_key key = { .ino = f->ino, .subvol = f->subvol, .dev = f->sb_dev };
 
-	for (uint32_t k = 0; k < e->skel->bss->watched.n; k++)
-		if (e->skel->bss->watched.dev[k] == f->sb_dev && (e->skel->bss->watched_sb_flags[k] & DC_SB_GEN))
+	for (uint32_t k = 0; k < cfg->n; k++)
+		if (cfg->dev[k] == f->sb_dev && (cfg->gen_mask >> k & 1))
 			key.gen = f->gen;
 	return key;
 }
@@ -773,17 +780,6 @@ static void carry_counts(__u64 *resident_base, const __u64 *added, const __u64 *
 }
 
 /* Every CPU's value of a one-entry per-CPU array, zeroed. */
-static int clear_percpu(struct bpf_map *map)
-{
-	size_t size = (size_t)libbpf_num_possible_cpus() * bpf_map__value_size(map);
-	void *zeros = xcalloc(1, size);
-	uint32_t key = 0;
-	int err = bpf_map__update_elem(map, &key, sizeof(key), zeros, size, BPF_ANY) ? -errno : 0;
-
-	free(zeros);
-	return err;
-}
-
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
 static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m,
 		     const struct sync_memo *memo)
@@ -805,8 +801,10 @@ static int fill_maps(struct engine *e, const struct scan *s, const struct extmap
 	memset(e->slot_words, 0, (size_t)e->cap.slot_words * sizeof(uint64_t));
 	memset(e->files, 0, (size_t)e->cap.files * sizeof(*e->files));
 	memset(e->group_stats, 0, (size_t)e->cap.groups * sizeof(*e->group_stats));
-	/* The programs' per-CPU memos name files by their old ids. */
-	err = clear_percpu(skel->maps.last_file);
+	/* The programs' per-CPU memos name files by their old ids: void them. */
+	skel->bss->cfg.fill++;
+	if (!skel->bss->cfg.fill) /* 0 is no fill's */
+		skel->bss->cfg.fill = 1;
 	/* File ids change: the holes' pages start again (the seeding replays them). */
 	while (!bpf_map_get_next_key(bpf_map__fd(skel->maps.hole_pages), NULL, &hole))
 		bpf_map_delete_elem(bpf_map__fd(skel->maps.hole_pages), &hole);
@@ -1066,7 +1064,7 @@ static int sync_once(struct engine *e, struct scan *s, const struct extmap *m, u
 	int err = 0;
 
 	if (e->skel) {
-		e->skel->bss->paused = 1;
+		e->skel->bss->cfg.paused = 1;
 		/* Programs already past the paused check finish first. */
 		err = grace_period(e);
 	}
@@ -1096,7 +1094,7 @@ static int sync_once(struct engine *e, struct scan *s, const struct extmap *m, u
 	}
 	if (!err) {
 		err = fill_maps(e, s, m, &memo);
-		e->skel->bss->paused = 0;
+		e->skel->bss->cfg.paused = 0;
 		if (err)
 			err = bpf_load_error(err, "filling the engine's maps");
 	}
