@@ -469,23 +469,9 @@ static __always_inline void flush_cgroup(struct range_ctx *c)
 	c->cg_pages = c->cg_refaults = 0;
 }
 
-/* The physical page's copy count; the duplicate count's change is gathered. */
-static __always_inline void account_copy(struct range_ctx *c, struct dc_file *file, __u64 idx)
+/* One copy count's old value: the duplicate count's change is gathered. */
+static __always_inline void count_copy(struct range_ctx *c, __u32 old)
 {
-	__u32 *copies, old, word;
-	__u64 slot, *pair;
-
-	if (!find_span(&segments, file->seg_first, file->seg_count, &c->seg, idx))
-		return;
-	slot = c->seg.base + (idx - c->seg.lpage);
-	word = slot / 2;
-	pair = bpf_map_lookup_elem(&slot_copies, &word);
-	if (!pair) {
-		__sync_fetch_and_add(&totals.missing_entry, 1);
-		return;
-	}
-	copies = (__u32 *)pair + (slot & 1);
-	old = __sync_fetch_and_add(copies, c->delta > 0 ? 1 : (__u32)-1);
 	if (c->delta > 0 && !c->seeding)
 		attribute_task(old >= 1);
 	/* Only a second or later copy changes the duplicate count. */
@@ -493,9 +479,51 @@ static __always_inline void account_copy(struct range_ctx *c, struct dc_file *fi
 		c->dup += c->delta;
 }
 
-/* A page whose state changed (old: its state before): its counts and its copy. */
-static __always_inline void account_page(struct range_ctx *c, struct dc_file *file, __u64 idx,
-					 __u32 old)
+/*
+ * The physical pages' copy counts of the piece's changed pages.  Two
+ * counters share a word of slot_copies: where two pages of the piece have
+ * the two slots of one word (consecutive pages of a segment, the first
+ * slot even), one atomic on the word changes both (a large folio pays one
+ * per two pages).  Neither half can carry or borrow into the other: a
+ * count is below 2^32, and only a page counted resident is taken out.
+ */
+static __always_inline void account_copies(struct range_ctx *c, struct dc_file *file, __u64 idx)
+{
+	for (__u32 j = 0; j < DC_PAGES_PER_WORD; j++) {
+		__u32 shift = (c->piece_lane + j) * DC_PAGE_BITS, word, old;
+		__u64 slot, *pair, olds;
+		bool both;
+
+		if (idx + j >= c->piece_end)
+			break;
+		if (!(c->piece_changed >> shift & 1) ||
+		    !find_span(&segments, file->seg_first, file->seg_count, &c->seg, idx + j))
+			continue;
+		slot = c->seg.base + (idx + j - c->seg.lpage);
+		word = slot / 2;
+		pair = bpf_map_lookup_elem(&slot_copies, &word);
+		if (!pair) {
+			__sync_fetch_and_add(&totals.missing_entry, 1);
+			return;
+		}
+		both = !(slot & 1) && idx + j + 1 < c->piece_end &&
+		       idx + j + 1 < c->seg.lpage + c->seg.npages &&
+		       (c->piece_changed >> (shift + DC_PAGE_BITS) & 1);
+		if (both) {
+			olds = c->delta > 0 ? __sync_fetch_and_add(pair, 0x100000001ULL)
+					    : __sync_fetch_and_sub(pair, 0x100000001ULL);
+			count_copy(c, (__u32)olds);
+			count_copy(c, olds >> 32);
+			j++;
+			continue;
+		}
+		old = __sync_fetch_and_add((__u32 *)pair + (slot & 1), c->delta > 0 ? 1 : (__u32)-1);
+		count_copy(c, old);
+	}
+}
+
+/* A page whose state changed (old: its state before): its counts. */
+static __always_inline void account_page(struct range_ctx *c, __u32 old)
 {
 	/* A removal goes to the cgroup its add was counted in. */
 	__u32 slot = c->delta > 0 ? c->cgroup : old >> DC_PAGE_CGROUP_SHIFT & DC_PAGE_CGROUP_MASK;
@@ -510,8 +538,6 @@ static __always_inline void account_page(struct range_ctx *c, struct dc_file *fi
 		c->refaults++;
 		c->cg_refaults++;
 	}
-	if (file->seg_count)
-		account_copy(c, file, idx);
 }
 
 /* Bit 0 of each page's 16-bit state in a word of `pages`. */
@@ -645,8 +671,10 @@ static __always_inline int account_next(struct range_ctx *c, struct dc_file *fil
 		if (idx + j >= c->piece_end)
 			break;
 		if (c->piece_changed >> shift & 1)
-			account_page(c, file, idx + j, c->piece_old >> shift & 0xffff);
+			account_page(c, c->piece_old >> shift & 0xffff);
 	}
+	if (file->seg_count && c->piece_changed)
+		account_copies(c, file, idx);
 	c->index = c->piece_end;
 	return c->index >= c->end;
 }
