@@ -59,7 +59,7 @@ struct {
 	__type(value, __u64);
 } hole_pages SEC(".maps");
 
-/* DC_PAGE_* bits of every tracked data page, sixteen pages to a word. */
+/* The 16-bit state (DC_PAGE_*) of every tracked data page, four pages to a word. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);

@@ -14,8 +14,8 @@
  *   pages     a 16-bit state per data page of every tracked file
  *             (resident, reclaimed, the cgroup slot of its add), changed by
  *             compare-and-swap, so adds and removes are idempotent and events
- *             and the start-up seeding can race; one word per page, so an
- *             event touches one random line for it
+ *             and the start-up seeding can race; four pages to a word, so
+ *             an event touches one random line for its state
  *   hole_pages the same state for a page cached in a hole, made when the
  *             kernel caches one: holes cost nothing until then
  *   slot_copies one counter per shared physical page ("slot")
