@@ -826,8 +826,8 @@ static __always_inline void note_inode_change(struct inode *inode)
 
 /*
  * The css serial number of a folio's mem_cgroup.  The folio holds it as a
- * scalar, which only a probe read can follow (45 ns here, the largest part
- * of a tracked add).  The folio is charged to the memory cgroup of the
+ * scalar, which only a probe read can follow (some 45 ns in an earlier
+ * session's ablation of a tracked add).  The folio is charged to the memory cgroup of the
  * task that adds it almost always (the reader's own readahead): when the
  * task's memory css, which the programs reach through typed pointers with
  * plain loads, is the same object, read the number through it.

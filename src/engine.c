@@ -779,7 +779,6 @@ static void carry_counts(__u64 *resident_base, const __u64 *added, const __u64 *
 	*resident_base = *removed - *added;
 }
 
-/* Every CPU's value of a one-entry per-CPU array, zeroed. */
 /* Replace the maps' contents; the programs skip accounting meanwhile. */
 static int fill_maps(struct engine *e, const struct scan *s, const struct extmap *m,
 		     const struct sync_memo *memo)
