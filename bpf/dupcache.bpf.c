@@ -124,19 +124,16 @@ struct cgroup_memo {
 };
 
 /*
- * The file of this CPU's last page-cache event, tracked or not, and where
- * its last pages were found: the next folio of the same file (readahead,
- * a reader's next page) skips the hash lookup and the binary searches.
- * File ids change when the loader fills the maps: a memo of an earlier
- * fill is void.
+ * The file of this CPU's last page-cache event, tracked or not: the next
+ * folio of the same file (readahead, a reader's next page) skips the hash
+ * lookup.  File ids change when the loader fills the maps: a memo of an
+ * earlier fill is void.
  */
 #define DC_UNTRACKED 0xffffffffu
 struct file_memo {
 	struct dc_file_key key;
 	__u32 file_id;      /* DC_UNTRACKED: not a tracked file */
 	__u32 fill;         /* cfg.fill it was made in; 0: never made */
-	struct dc_span seg;
-	struct dc_span run;
 };
 
 /*
@@ -291,7 +288,12 @@ struct range_ctx {
 	__u32 cgroup;       /* adds: slot of the folio's memory cgroup */
 	bool reclaim;       /* removed by reclaim */
 	bool seeding;       /* the loader's replay of mincore, not an event */
-	/* The segment and the run found last: folios walk pages in order. */
+	/*
+	 * The segment and the run found last, kept from one range to the next
+	 * of the same file (folios walk pages in order; a reader's next folio
+	 * skips the searches); fill: the fill of the maps they were found in.
+	 */
+	__u32 fill;
 	struct dc_span seg;
 	struct dc_span run;
 	/* Gathered over the range. */
@@ -740,13 +742,17 @@ static __always_inline void flush_range(struct range_ctx *c, struct dc_file *fil
  */
 static __always_inline void account_range(__u32 which, struct dc_file *file, __u32 file_id,
 					  __u64 index, __u64 npages, int delta, __u32 cgroup,
-					  bool reclaim, bool seeding, struct dc_span *seg,
-					  struct dc_span *run)
+					  bool reclaim, bool seeding)
 {
 	struct range_ctx *c = range_of(which);
 
 	if (!c)
 		return;
+	/* Spans of another file, or of an earlier fill (file ids change), are no guess. */
+	if (c->file_id != file_id || c->fill != cfg.fill) {
+		c->seg = c->run = (struct dc_span){};
+		c->fill = cfg.fill;
+	}
 	c->file_id = file_id;
 	c->index = index;
 	c->end = index + npages;
@@ -754,8 +760,6 @@ static __always_inline void account_range(__u32 which, struct dc_file *file, __u
 	c->cgroup = cgroup;
 	c->reclaim = reclaim;
 	c->seeding = seeding;
-	c->seg = *seg;
-	c->run = *run;
 	c->pages = c->refaults = c->cg_pages = c->cg_refaults = 0;
 	c->dup = 0;
 	c->cg_slot = DC_CGROUP_UNKNOWN;
@@ -763,8 +767,6 @@ static __always_inline void account_range(__u32 which, struct dc_file *file, __u
 	if (!account_step(which))
 		bpf_loop(npages, account_next_cb, &which, 0);
 	flush_range(c, file);
-	*seg = c->seg;
-	*run = c->run;
 }
 
 #define BTRFS_SUPER_MAGIC 0x9123683E
@@ -896,7 +898,6 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 {
 	struct address_space *mapping = folio->mapping;
 	struct file_memo *memo = NULL;
-	struct dc_span seg, run;
 	__u32 *fid, file_id, fill, cgroup = DC_CGROUP_UNKNOWN;
 	struct dc_file_key key;
 	struct cpu_state *st;
@@ -919,17 +920,12 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 		memo = &st->file;
 	if (memo && memo->fill == fill && same_key(&memo->key, &key)) {
 		file_id = memo->file_id;
-		seg = memo->seg;
-		run = memo->run;
 	} else {
 		fid = bpf_map_lookup_elem(&tracked, &key);
 		file_id = fid ? *fid : DC_UNTRACKED;
-		seg = run = (struct dc_span){};
 		if (memo) {
 			memo->key = key;
 			memo->file_id = file_id;
-			memo->seg = seg;
-			memo->run = run;
 			memo->fill = fill;
 		}
 	}
@@ -962,11 +958,7 @@ static __always_inline int on_folio(struct folio *folio, int delta)
 	else
 		reclaim = bpf_get_current_task_btf()->flags & PF_MEMALLOC;
 	account_range(delta > 0 ? RANGE_ADD : RANGE_REMOVE, file, file_id, folio->index, npages,
-		      delta, cgroup, reclaim, false, &seg, &run);
-	if (memo) {
-		memo->seg = seg;
-		memo->run = run;
-	}
+		      delta, cgroup, reclaim, false);
 	return 0;
 }
 
@@ -1340,9 +1332,6 @@ int seed_range(struct dc_seed_ctx *ctx)
 
 	if (!file)
 		return -1;
-	struct dc_span seg = {}, run = {};
-
-	account_range(RANGE_SEED, file, id, ctx->index, npages, 1, ctx->cgroup, false, true, &seg,
-		      &run);
+	account_range(RANGE_SEED, file, id, ctx->index, npages, 1, ctx->cgroup, false, true);
 	return 0;
 }
