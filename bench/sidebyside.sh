@@ -2,7 +2,7 @@
 # bench/sidebyside.sh BIN_A BIN_B [ROUNDS] [rand|seq]
 #
 # Two builds of dupcache compared on the same events: both watch one loop
-# XFS (in /dev/shm) holding a 256 MiB file f0 and its reflink f1, so every
+# XFS (in /dev/shm) holding a file f0 and its reflink f1, so every
 # page-cache event runs both engines' folio_added, and bpf_stats gives each
 # one's run time on exactly those events.  On this workplace's hosts the
 # per-event figure of one run drifts by up to 50% from minute to minute
@@ -13,9 +13,12 @@
 #   rand: f0 resident, 16,384 random 4 KiB reads of f1 (bench/run.sh's 2b:
 #         every page a duplicate);
 #   seq:  both files cold, read through (large folios; ns per page).
+# SBS_MIB sets the file's size (default 256): how far apart an event's random
+# lines are (its page's state, its physical page's copy count).
 set -u
 A=${1:?usage: sidebyside.sh BIN_A BIN_B [ROUNDS] [rand|seq]} B=${2:?BIN_B}
-ROUNDS=${3:-6} MODE=${4:-rand}
+ROUNDS=${3:-6} MODE=${4:-rand} MIB=${SBS_MIB:-256}
+READS=$((MIB * 256 < 16384 ? MIB * 256 : 16384)) # random reads of distinct pages
 HERE=$(cd "$(dirname "$0")" && pwd)
 H="/usr/bin/python3 $HERE/helper.py"
 W=$(mktemp -d /dev/shm/dupcache-sbs.XXXXXX) M= LOOP= PIDS=()
@@ -34,7 +37,7 @@ die() { echo "sidebyside.sh: $*" >&2; exit 1; }
 M=$W/m
 mkdir -p "$M" && truncate -s 1G "$W/img" && mkfs.xfs -q -f -m reflink=1 "$W/img" || die "mkfs.xfs failed"
 LOOP=$(losetup -f --show "$W/img") && mount "$LOOP" "$M" || die "cannot mount the loop XFS"
-head -c 256M /dev/urandom >"$M/f0" && cp --reflink=always "$M/f0" "$M/f1" && sync || die "no files"
+head -c "${MIB}M" /dev/urandom >"$M/f0" && cp --reflink=always "$M/f0" "$M/f1" && sync || die "no files"
 sysctl -qw kernel.bpf_stats_enabled=1 || die "cannot set kernel.bpf_stats_enabled"
 
 start() { # start BIN NAME: its pid in PID_NAME once it watches
@@ -59,7 +62,7 @@ for ((r = 0; r < ROUNDS; r++)); do
 		$H drop "$M/f1"
 	fi
 	a0=($($H progstat "$PID_A" folio_added)) b0=($($H progstat "$PID_B" folio_added))
-	if [ "$MODE" = seq ]; then $H warm "$M/f0" "$M/f1"; else $H randread "$M/f1" 16384 $((300 + r)) >/dev/null; fi
+	if [ "$MODE" = seq ]; then $H warm "$M/f0" "$M/f1"; else $H randread "$M/f1" $READS $((300 + r)) >/dev/null; fi
 	a1=($($H progstat "$PID_A" folio_added)) b1=($($H progstat "$PID_B" folio_added))
 	# progstat: prog_id run_time_ns run_cnt added_pages removed_pages
 	line=$(awk -v o="$order" -v ta=$((a1[1] - a0[1])) -v ca=$((a1[2] - a0[2])) -v pa=$((a1[3] - a0[3])) \
