@@ -68,15 +68,6 @@ struct {
 	__type(value, __u64);
 } pages SEC(".maps");
 
-/* The cgroup slot each tracked page was added for, four u16 to a word. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} page_cgroup SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
