@@ -884,13 +884,7 @@ static int source_gather(struct source *src, struct daemon_opts *o, struct figur
 		engine_sample(src->t.engine, &fg->es);
 		engine_window(src->t.engine, &fg->w);
 		fg->cgroup_share = xcalloc(DC_MAX_CGROUPS, sizeof(uint64_t));
-		{
-			uint64_t *file_share = xcalloc(src->t.scan.nfiles ? src->t.scan.nfiles : 1,
-						       sizeof(uint64_t));
-
-			engine_dup_shares(src->t.engine, &src->t.map, file_share, fg->cgroup_share);
-			free(file_share);
-		}
+		engine_dup_shares(src->t.engine, &src->t.map, fg->st.file_dup_share, fg->cgroup_share);
 		fg->scan = &src->t.scan;
 		fg->live = true;
 	} else {

@@ -75,6 +75,14 @@ static void ends_pop(struct ends *h)
 		h->v[i] = last;
 }
 
+/* p resized to n elements when realloc can; else p as it was */
+static void *shrink_to(void *p, size_t n, size_t size)
+{
+	void *q = n ? realloc(p, n * size) : NULL;
+
+	return q ? q : p;
+}
+
 static uint32_t uf_find(uint32_t *parent, uint32_t x)
 {
 	while (parent[x] != x) {
@@ -305,6 +313,9 @@ int extmap_build(const struct extmap_input *files, size_t nfiles, struct extmap 
 		m->segs = malloc(1);
 	if (!m->segs)
 		goto nomem;
+	/* grown by doubling: give back what was never used (kept as long as the map) */
+	m->segs = shrink_to(m->segs, m->nsegs, sizeof(*m->segs));
+	m->ranges = shrink_to(m->ranges, m->nranges, sizeof(*m->ranges));
 
 	free(parent);
 	free(range_file);

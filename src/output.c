@@ -191,7 +191,7 @@ void output_csv(FILE *out, const struct report_view *v)
 			const struct scanned_file *f = &s->files[order[k]];
 
 			csv_field(out, f->path);
-			fprintf(out, ",%llu,%llu,%llu,%llu,%llu,%llu,", (unsigned long long)f->st_dev,
+			fprintf(out, ",%llu,%llu,%llu,%llu,%llu,%llu,", (unsigned long long)file_st_dev(f),
 				(unsigned long long)f->ino, (unsigned long long)f->size,
 				(unsigned long long)st->file_cached_bytes[order[k]],
 				(unsigned long long)f->shared_bytes,
@@ -257,7 +257,7 @@ void output_json(FILE *out, const struct report_view *v)
 			json_object *jm = json_object_new_object();
 
 			json_object_object_add(jm, "path", json_object_new_string(f->path));
-			json_add_u64(jm, "dev", f->st_dev);
+			json_add_u64(jm, "dev", file_st_dev(f));
 			json_add_u64(jm, "ino", f->ino);
 			json_add_u64(jm, "cached_bytes", st->file_cached_bytes[gs->members[i]]);
 			json_add_u64(jm, "shared_bytes", f->shared_bytes);
@@ -297,7 +297,7 @@ void output_json(FILE *out, const struct report_view *v)
 			json_object *j = json_object_new_object();
 
 			json_object_object_add(j, "path", json_object_new_string(f->path));
-			json_add_u64(j, "dev", f->st_dev);
+			json_add_u64(j, "dev", file_st_dev(f));
 			json_add_u64(j, "ino", f->ino);
 			json_add_u64(j, "size", f->size);
 			json_add_u64(j, "cached_bytes", st->file_cached_bytes[order[k]]);

@@ -247,22 +247,19 @@ static int watch(const struct report_opts *o, char **paths, int npaths, bool *in
 	if (!ret)
 		ret = tracker_poll(&t, true);
 	if (!ret) {
-		uint64_t *share = NULL, *cgroup_share = NULL;
+		uint64_t *cgroup_share = NULL;
 
 		engine_counts(t.engine, &counts);
 		engine_window(t.engine, &w);
-		if (o->files) { /* the fair shares walk every shared page: only when listed */
-			share = xcalloc(t.scan.nfiles ? t.scan.nfiles : 1, sizeof(uint64_t));
-			cgroup_share = xcalloc(DC_MAX_CGROUPS, sizeof(uint64_t));
-			engine_dup_shares(t.engine, &t.map, share, cgroup_share);
-			counts.file_share = share;
-		}
 		stats_build(&t.scan, &t.map, &counts, &st);
+		if (o->files) { /* the fair shares walk every shared page: only when listed */
+			cgroup_share = xcalloc(DC_MAX_CGROUPS, sizeof(uint64_t));
+			engine_dup_shares(t.engine, &t.map, st.file_dup_share, cgroup_share);
+		}
 		print(o, (struct report_view){ .scan = &t.scan, .stats = &st, .top = o->top,
 					       .window = &w,
 					       .window_seconds = (monotonic_ns() - start) / 1e9 });
 		stats_free(&st);
-		free(share);
 		free(cgroup_share);
 		if (w.missing_entry)
 			msg("internal error: %llu engine map lookups failed; figures may be wrong",

@@ -43,7 +43,18 @@ struct cachestat_result {
 	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
 
-/* ---- (dev, ino) set: hard links are one inode ---- */
+/*
+ * ---- one entry per inode ----
+ *
+ * An inode met twice is scanned and counted once, under the first path
+ * seen.  Hard links are the usual way: a file with more than one link goes
+ * into a (dev, ino) set as the walk meets it, so it is read once.  Any
+ * other way (PATHs that overlap, a bind mount inside a tree, a rename
+ * during the walk) leaves a repeat in the scan, which drop_repeats()
+ * takes out after the walk, with a set of file indexes (4 bytes a slot,
+ * for a moment) instead of a (dev, ino) set of every file for the whole
+ * walk (24 bytes a slot: most of a large scan's memory then).
+ */
 
 struct inode_set {
 	size_t cap, n;
@@ -81,6 +92,46 @@ static bool inode_set_add(struct inode_set *s, uint64_t dev, uint64_t ino)
 		if (s->slot[i].dev == dev && s->slot[i].ino == ino)
 			return false;
 	}
+}
+
+static uint64_t file_mix(const struct scanned_file *f)
+{
+	return mix(f->st_dev, f->ino);
+}
+
+/* Every file whose inode an earlier file of the scan has is dropped; the order stays. */
+static void drop_repeats(struct scan *s)
+{
+	size_t cap = 1, kept = 0;
+	uint32_t *slot;
+
+	while (cap < 2 * s->nfiles)
+		cap *= 2;
+	slot = xcalloc(cap, sizeof(*slot)); /* file index + 1; 0: empty */
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct scanned_file *f = &s->files[i];
+		bool repeat = false;
+		size_t h;
+
+		for (h = file_mix(f) & (cap - 1); slot[h]; h = (h + 1) & (cap - 1)) {
+			const struct scanned_file *g = &s->files[slot[h] - 1];
+
+			if (g->ino == f->ino && g->st_dev == f->st_dev) {
+				repeat = true;
+				break;
+			}
+		}
+		if (repeat) {
+			resident_free(f); /* its path and runs stay in the store until scan_free() */
+			s->skipped.no_fiemap -= f->no_fiemap; /* counted once, with the file kept */
+			continue;
+		}
+		s->files[kept] = *f;
+		slot[h] = kept + 1;
+		kept++;
+	}
+	free(slot);
+	s->nfiles = kept;
 }
 
 /* ---- mount id -> superblock device, from /proc/self/mountinfo ---- */
@@ -170,7 +221,7 @@ static uint32_t sb_dev_lookup(struct scan *s, int fd, const struct stat *st)
 			mount_table_load(s->mounts); /* mounted since we read it */
 		}
 	}
-	return (major(st->st_dev) << 20) | minor(st->st_dev);
+	return dev_kernel(st->st_dev);
 }
 
 /*
@@ -296,16 +347,20 @@ static const struct dev_info *dev_info_of(struct scan *s, int fd, const struct s
 
 /* ---- extents ---- */
 
-static void add_run(struct scanned_file *f, uint64_t lpage, uint64_t ppage, uint64_t n)
+/* false when the file has SCAN_MAX_RUNS already */
+static bool add_run(struct scanned_file *f, uint64_t lpage, uint64_t ppage, uint64_t n)
 {
 	struct page_run *last = f->nruns ? &f->runs[f->nruns - 1] : NULL;
 
 	if (last && last->lpage + last->npages == lpage && last->ppage + last->npages == ppage) {
 		last->npages += n;
-		return;
+		return true;
 	}
+	if (f->nruns == SCAN_MAX_RUNS)
+		return false;
 	f->runs = xrealloc(f->runs, f->nruns + 1, sizeof(*f->runs));
 	f->runs[f->nruns++] = (struct page_run){ lpage, ppage, n };
+	return true;
 }
 
 uint64_t extent_shared_bytes(const struct fiemap_extent *e, uint64_t size)
@@ -340,15 +395,17 @@ bool extent_pages(const struct fiemap_extent *e, uint64_t size, unsigned P, stru
 	return true;
 }
 
-static void add_extent(struct scanned_file *f, const struct fiemap_extent *e, unsigned P)
+/* false when the file has too many runs */
+static bool add_extent(struct scanned_file *f, const struct fiemap_extent *e, unsigned P)
 {
 	struct page_run run;
 
 	f->shared_bytes += extent_shared_bytes(e, f->size);
 	if (extent_pages(e, f->size, P, &run))
-		add_run(f, run.lpage, run.ppage, run.npages);
-	else if (e->fe_logical < f->size)
+		return add_run(f, run.lpage, run.ppage, run.npages);
+	if (e->fe_logical < f->size)
 		f->unmapped_extent = true;
+	return true;
 }
 
 /* 0, -EOPNOTSUPP when the filesystem has no FIEMAP, or another -errno. */
@@ -376,11 +433,12 @@ static int read_extents(struct scanned_file *f, int fd, unsigned P, bool sync)
 			break;
 		const struct fiemap_extent *e = NULL;
 
-		for (unsigned i = 0; i < buf->fm.fm_mapped_extents; i++) {
+		for (unsigned i = 0; i < buf->fm.fm_mapped_extents && !ret; i++) {
 			e = &buf->ext[i];
-			add_extent(f, e, P);
+			if (!add_extent(f, e, P))
+				ret = -EFBIG;
 		}
-		if (e->fe_flags & FIEMAP_EXTENT_LAST || e->fe_logical + e->fe_length <= start)
+		if (ret || e->fe_flags & FIEMAP_EXTENT_LAST || e->fe_logical + e->fe_length <= start)
 			break;
 		start = e->fe_logical + e->fe_length;
 	}
@@ -575,7 +633,8 @@ static void add_file(struct scan *s, const struct scanned_file *f)
 	if (f->no_fiemap)
 		s->skipped.no_fiemap++;
 	if (s->nfiles == s->cap) {
-		s->cap = s->cap ? 2 * s->cap : 256;
+		/* a quarter more: realloc moves a large array's pages, not its bytes */
+		s->cap = s->cap ? s->cap + s->cap / 4 : 256;
 		s->files = xrealloc(s->files, s->cap, sizeof(*s->files));
 	}
 	s->files[s->nfiles] = *f;
@@ -592,8 +651,8 @@ static void add_file(struct scan *s, const struct scanned_file *f)
 
 static int inode_order(const struct scanned_file *x, uint64_t st_dev, uint64_t ino)
 {
-	if (x->st_dev != st_dev)
-		return x->st_dev < st_dev ? -1 : 1;
+	if (file_st_dev(x) != st_dev)
+		return file_st_dev(x) < st_dev ? -1 : 1;
 	return x->ino < ino ? -1 : x->ino > ino;
 }
 
@@ -635,8 +694,7 @@ static const struct scanned_file *reusable(const struct scan *s, const struct sc
 		if (!d)
 			return r->changed[id] || f->size != (uint64_t)st->st_size ||
 					       (!r->events_complete &&
-						(f->ctime.tv_sec != st->st_ctim.tv_sec ||
-						 f->ctime.tv_nsec != st->st_ctim.tv_nsec))
+						!file_same_ctime(f, &st->st_ctim))
 				       ? NULL : f;
 		if (d < 0)
 			lo = mid + 1;
@@ -720,8 +778,9 @@ static void file_job_run(struct file_job *j, const struct scan_opts *o, unsigned
 		}
 		free(f.runs);
 		resident_free(&f);
-		f = (struct scanned_file){ .st_dev = before.st_dev, .ino = before.st_ino,
-					   .size = before.st_size, .ctime = before.st_ctim,
+		f = (struct scanned_file){ .st_dev = dev_kernel(before.st_dev), .ino = before.st_ino,
+					   .size = before.st_size, .ctime_sec = before.st_ctim.tv_sec,
+					   .ctime_nsec = before.st_ctim.tv_nsec,
 					   .npages = (before.st_size + P - 1) / P };
 		ret = read_extents(&f, fd, P, !o->no_sync);
 		if (ret == -EOPNOTSUPP) {
@@ -953,7 +1012,7 @@ static void scan_file(struct scan_pool *p, const char *path, const char *acc, co
 	struct file_job j = { .fd = -1, .walk_st = *walk_st };
 
 	/* Hard links: the first path seen names the inode. */
-	if (!inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
+	if (walk_st->st_nlink > 1 && !inode_set_add(s->seen, walk_st->st_dev, walk_st->st_ino))
 		return;
 	const struct scanned_file *old = reusable(s, p->o, walk_st);
 
@@ -1180,6 +1239,10 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 	free(s->seen->slot);
 	free(s->seen);
 	s->seen = NULL;
+	drop_repeats(s);
+	/* no room to grow left: the files are most of what the caller keeps */
+	s->cap = s->nfiles;
+	s->files = xrealloc(s->files, s->cap ? s->cap : 1, sizeof(*s->files));
 	return 0;
 }
 
@@ -1191,7 +1254,7 @@ void scan_residency(struct scan *s)
 		struct stat st;
 
 		/* Gone or replaced since the scan: that inode holds no cache now. */
-		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || st.st_dev != f->st_dev ||
+		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || dev_kernel(st.st_dev) != f->st_dev ||
 		    !residency_visible(f->path, fd) || read_residency(f, fd, s->page_size) < 0)
 			resident_free(f);
 		if (fd >= 0)

@@ -19,23 +19,18 @@
 /* Pages per chunk of a larger file's resident bitmap: 1 GiB of 4 KiB pages. */
 #define RESIDENT_CHUNK_PAGES (256u * 1024)
 
+/*
+ * One per file of the scan, so kept small (report's memory is mostly these):
+ * the 64-bit fields first, no padding between the 32-bit ones.
+ */
 struct scanned_file {
 	char *path;             /* in the scan's store */
-	uint64_t st_dev;        /* as stat(2) reports it */
 	uint64_t ino;
 	uint64_t subvol;        /* btrfs: the subvolume's root id; 0 elsewhere */
 	uint64_t size;
-	struct timespec ctime;  /* when it was read: a later one means it changed */
 	uint64_t npages;        /* ceil(size / page size) */
 	struct page_run *runs;  /* file pages that map to physical pages; in the scan's store */
-	size_t nruns;
 	uint64_t shared_bytes;  /* bytes in extents flagged FIEMAP_EXTENT_SHARED */
-	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
-	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
-	bool has_gen;
-	bool sealed;            /* immutable (FS_IMMUTABLE_FL): the sharing kernel shares only these */
-	bool no_fiemap;         /* its filesystem cannot tell its extents */
-	bool unmapped_extent;   /* an extent maps to no page (unwritten, delayed, inline...): not a hole */
 	/*
 	 * Resident pages.  A file of RESIDENT_INLINE_PAGES pages or fewer (most
 	 * files) keeps its bitmap in bits, with no allocation; a larger one a
@@ -48,7 +43,30 @@ struct scanned_file {
 		uint64_t bits;
 	} resident;
 	uint64_t resident_pages;
+	int64_t ctime_sec;      /* ctime when it was read: a later one means it changed */
+	uint32_t ctime_nsec;
+	uint32_t nruns;         /* at most SCAN_MAX_RUNS */
+	uint32_t st_dev;        /* stat(2)'s st_dev, kernel encoding (dev_kernel()): file_st_dev() */
+	uint32_t sb_dev;        /* the superblock's s_dev, kernel encoding */
+	uint32_t gen;           /* the inode's generation (FS_IOC_GETVERSION), if has_gen */
+	bool has_gen : 1;
+	bool sealed : 1;        /* immutable (FS_IMMUTABLE_FL): the sharing kernel shares only these */
+	bool no_fiemap : 1;     /* its filesystem cannot tell its extents */
+	bool unmapped_extent : 1; /* an extent maps to no page (unwritten, delayed, inline...): not a hole */
 };
+
+/* A file with more page runs than this is skipped (EFBIG): 96 GiB of runs. */
+#define SCAN_MAX_RUNS UINT32_MAX
+
+static inline dev_t file_st_dev(const struct scanned_file *f)
+{
+	return dev_user(f->st_dev);
+}
+
+static inline bool file_same_ctime(const struct scanned_file *f, const struct timespec *t)
+{
+	return f->ctime_sec == t->tv_sec && f->ctime_nsec == (uint32_t)t->tv_nsec;
+}
 
 struct scan_skips {
 	uint64_t missing;    /* path given does not exist */

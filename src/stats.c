@@ -73,7 +73,7 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 			st->groups[m->file_group[i]].files++;
 			nmembers++;
 		}
-	st->members = xcalloc(nmembers ? nmembers : 1, sizeof(size_t));
+	st->members = xcalloc(nmembers ? nmembers : 1, sizeof(*st->members));
 	nmembers = 0;
 	for (uint32_t g = 0; g < m->ngroups; g++) {
 		st->groups[g].id = g;
@@ -86,9 +86,10 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
 		uint32_t g = m->file_group[i];
+		uint64_t resident = c->file_resident ? c->file_resident[i] : f->resident_pages;
 
-		st->file_cached_bytes[i] = c->file_resident[i] * P;
-		st->cached_bytes += c->file_resident[i] * P;
+		st->file_cached_bytes[i] = resident * P;
+		st->cached_bytes += resident * P;
 		st->shared_bytes += f->shared_bytes;
 		if (g == DC_NO_GROUP)
 			continue;
@@ -96,10 +97,8 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 
 		gs->members[gs->files++] = i;
 		gs->shared_bytes += f->shared_bytes;
-		gs->cached_bytes += c->file_resident[i] * P;
+		gs->cached_bytes += resident * P;
 	}
-	if (c->file_share)
-		memcpy(st->file_dup_share, c->file_share, s->nfiles * sizeof(uint64_t));
 	build_fs(s, st);
 	sort_scan = s;
 	qsort(st->groups, st->ngroups, sizeof(*st->groups), cmp_group);
@@ -107,15 +106,12 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 
 void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct dup_stats *st)
 {
-	uint32_t *copies = xcalloc(m->nslots, sizeof(uint32_t));
-	uint64_t *group_dup = xcalloc(m->ngroups, sizeof(uint64_t));
-	uint64_t *file_resident = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
-	uint64_t *file_share = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint64_t));
+	uint32_t *copies = xcalloc(m->nslots ? m->nslots : 1, sizeof(uint32_t));
+	uint64_t *group_dup = xcalloc(m->ngroups ? m->ngroups : 1, sizeof(uint64_t));
 
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
 
-		file_resident[i] = f->resident_pages;
 		if (!f->resident_pages)
 			continue;
 		for (uint32_t k = 0; k < m->seg_count[i]; k++) {
@@ -133,7 +129,9 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 			if (copies[sr->slot + p] > 1)
 				group_dup[sr->group] += copies[sr->slot + p] - 1;
 	}
-	/* the fair shares: a second pass, once every copy is counted */
+	stats_build(s, m, &(struct dup_counts){ .group_dup = group_dup }, st);
+	free(group_dup);
+	/* the fair shares: a second pass, once every copy is counted, straight into st */
 	for (size_t i = 0; i < s->nfiles; i++) {
 		const struct scanned_file *f = &s->files[i];
 
@@ -142,14 +140,10 @@ void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct du
 
 			for (uint64_t p = 0; p < seg->npages; p++)
 				if (file_page_resident(f, seg->lpage + p))
-					file_share[i] += dup_share(s->page_size, copies[seg->slot + p]);
+					st->file_dup_share[i] += dup_share(s->page_size, copies[seg->slot + p]);
 		}
 	}
 	free(copies);
-	stats_build(s, m, &(struct dup_counts){ file_resident, group_dup, file_share }, st);
-	free(file_share);
-	free(group_dup);
-	free(file_resident);
 }
 
 void stats_free(struct dup_stats *st)

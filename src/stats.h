@@ -12,11 +12,11 @@
 
 struct group_stats {
 	uint32_t id;
-	uint64_t files;
+	uint32_t files;
 	uint64_t shared_bytes;
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
-	size_t *members;     /* indexes into scan->files (in dup_stats.members) */
+	uint32_t *members;   /* indexes into scan->files (in dup_stats.members) */
 };
 
 /* One filesystem (superblock) of the scanned files; groups never span two, so these sum to the totals. */
@@ -36,19 +36,19 @@ struct dup_stats {
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
 	struct group_stats *groups; /* sorted: most dup_bytes first */
-	size_t *members;            /* all groups' members: the groups' arrays are in here */
+	uint32_t *members;          /* all groups' members: the groups' arrays are in here */
 	size_t ngroups;
 	uint64_t *file_cached_bytes; /* per scan->files entry */
-	uint64_t *file_dup_share;    /* per scan->files entry: its fair share, bytes */
+	uint64_t *file_dup_share;    /* per scan->files entry: its fair share, bytes (0 until filled
+				      * in: stats_from_snapshot(), engine_dup_shares()) */
 	struct fs_stats *fs;         /* by sb_dev, ascending */
 	size_t nfs;
 };
 
 /* The counts, in pages, from which every figure is derived. */
 struct dup_counts {
-	const uint64_t *file_resident; /* per file */
+	const uint64_t *file_resident; /* per file; NULL: the scan's resident_pages */
 	const uint64_t *group_dup;     /* per extmap group */
-	const uint64_t *file_share;    /* per file, bytes (dup_share()); NULL: not wanted */
 };
 
 /*

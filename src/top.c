@@ -687,7 +687,7 @@ static void json_add_ids(json_object *j, const struct row *r, enum by by, const 
 	json_object_object_add(j, "group_id",
 			       r->group == DC_NO_GROUP ? NULL : json_object_new_uint64(r->group));
 	json_object_object_add(j, "path", json_object_new_string(s->files[r->file].path));
-	json_add_u64(j, "dev", s->files[r->file].st_dev);
+	json_add_u64(j, "dev", file_st_dev(&s->files[r->file]));
 	json_add_u64(j, "ino", s->files[r->file].ino);
 	if (by == BY_GROUP)
 		json_add_u64(j, "files", r->more + 1);

@@ -72,7 +72,7 @@ static bool changed_since_scan(const struct scan *s)
 		struct stat st;
 
 		if (stat(f->path, &st) || st.st_ino != f->ino || (uint64_t)st.st_size != f->size ||
-		    st.st_ctim.tv_sec != f->ctime.tv_sec || st.st_ctim.tv_nsec != f->ctime.tv_nsec)
+		    !file_same_ctime(f, &st.st_ctim))
 			return true;
 	}
 	return false;

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
 
 /* Exit codes (documented in README.md). */
 enum {
@@ -101,6 +103,20 @@ struct arena {
 void *arena_memdup(struct arena *a, const void *p, size_t n); /* 8-byte aligned */
 char *arena_strdup(struct arena *a, const char *s);
 void arena_free(struct arena *a);
+
+/*
+ * A device number in the kernel's 32-bit encoding, as its tracepoints and
+ * mountinfo give it ((major << 20) | minor), and back to dev_t.
+ */
+static inline uint32_t dev_kernel(dev_t d)
+{
+	return (uint32_t)major(d) << 20 | minor(d);
+}
+
+static inline dev_t dev_user(uint32_t d)
+{
+	return makedev(d >> 20, d & 0xfffff);
+}
 
 static inline bool bit_test(const uint64_t *map, uint64_t bit)
 {
