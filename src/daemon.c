@@ -877,8 +877,8 @@ static int source_gather(struct source *src, struct daemon_opts *o, struct figur
 		if (src->generation != src->t.generation)
 			*errors += scan_errors(&src->t.scan);
 		src->generation = src->t.generation;
-		/* Residency now, for the clone sets (the engine keeps its own counts). */
-		scan_residency(&src->t.scan);
+		/* Residency now, for the clone sets: the engine's, no system call per file. */
+		engine_residency(src->t.engine, &src->t.scan);
 		engine_counts(src->t.engine, &counts);
 		stats_build(&src->t.scan, &src->t.map, &counts, &fg->st);
 		engine_sample(src->t.engine, &fg->es);

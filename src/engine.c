@@ -1238,6 +1238,30 @@ void engine_sample(const struct engine *e, struct engine_sample *out)
 								  : DC_MAX_CGROUPS;
 }
 
+void engine_residency(const struct engine *e, struct scan *s)
+{
+	for (size_t i = 0; i < s->nfiles; i++) {
+		struct scanned_file *f = &s->files[i];
+		const struct dc_file *df = i < e->nfiles ? &e->files[i] : NULL;
+		const struct dc_run *runs = df ? e->runs + df->run_first : NULL;
+		uint64_t data = 0;
+
+		for (uint32_t k = 0; df && df->npages == f->npages && k < df->run_count; k++)
+			data += runs[k].npages;
+		resident_free(f);
+		if (!f->npages)
+			continue;
+		if (data != f->npages) {
+			scan_file_residency(s, i);
+			continue;
+		}
+		for (uint32_t k = 0; k < df->run_count; k++)
+			for (uint64_t p = 0; p < runs[k].npages; p++)
+				if (page_bits(e, runs[k].bit + p) & DC_PAGE_RESIDENT)
+					file_set_resident(f, runs[k].lpage + p);
+	}
+}
+
 void engine_dup_shares(const struct engine *e, const struct extmap *m, uint64_t *file_share,
 		       uint64_t *cgroup_share)
 {

@@ -95,6 +95,14 @@ static inline bool engine_cgroup_seen(const struct dc_cgroup_stats *c)
 	return c->added || c->removed || engine_cgroup_resident(c);
 }
 /*
+ * The scan's residency (what scan_residency() reads with a few system calls
+ * per file) from the engine's page state, which follows every add and
+ * removal of a tracked page: a file in the page tables whose pages all hold
+ * data gets its bitmap from there; any other (holes, which the engine keeps
+ * apart, or left out of the tables) is read with scan_file_residency().
+ */
+void engine_residency(const struct engine *e, struct scan *s);
+/*
  * Each resident copy of a physical page held c times carries (c - 1) / c of a
  * page of duplicate bytes (rounded down per page), so shares add up to the
  * total: per file id and per cgroup slot (arrays of nfiles / DC_MAX_CGROUPS).

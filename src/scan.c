@@ -530,6 +530,16 @@ static uint64_t *resident_chunk_of(struct scanned_file *f, uint64_t c)
 	return (*chunks)[c];
 }
 
+void file_set_resident(struct scanned_file *f, uint64_t page)
+{
+	uint64_t *c = resident_chunk_of(f, page / RESIDENT_CHUNK_PAGES);
+
+	if (!bit_test(c, page % RESIDENT_CHUNK_PAGES)) {
+		bit_set(c, page % RESIDENT_CHUNK_PAGES);
+		f->resident_pages++;
+	}
+}
+
 /* The caller checked residency_visible(). */
 static int read_residency(struct scanned_file *f, int fd, unsigned P)
 {
@@ -1246,20 +1256,24 @@ int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, str
 	return 0;
 }
 
+void scan_file_residency(struct scan *s, size_t i)
+{
+	struct scanned_file *f = &s->files[i];
+	int fd = open_file(f->path);
+	struct stat st;
+
+	/* Gone or replaced since the scan: that inode holds no cache now. */
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || dev_kernel(st.st_dev) != f->st_dev ||
+	    !residency_visible(f->path, fd) || read_residency(f, fd, s->page_size) < 0)
+		resident_free(f);
+	if (fd >= 0)
+		close(fd);
+}
+
 void scan_residency(struct scan *s)
 {
-	for (size_t i = 0; i < s->nfiles; i++) {
-		struct scanned_file *f = &s->files[i];
-		int fd = open_file(f->path);
-		struct stat st;
-
-		/* Gone or replaced since the scan: that inode holds no cache now. */
-		if (fd < 0 || fstat(fd, &st) < 0 || st.st_ino != f->ino || dev_kernel(st.st_dev) != f->st_dev ||
-		    !residency_visible(f->path, fd) || read_residency(f, fd, s->page_size) < 0)
-			resident_free(f);
-		if (fd >= 0)
-			close(fd);
-	}
+	for (size_t i = 0; i < s->nfiles; i++)
+		scan_file_residency(s, i);
 }
 
 bool scan_fs_of(const struct scan *s, uint32_t sb_dev, const char **fstype, const char **mount)

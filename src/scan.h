@@ -138,8 +138,11 @@ struct scan {
 
 /* Returns 0, or a negative errno for failures that stop the whole scan. */
 int scan_paths(char *const *paths, int npaths, const struct scan_opts *opts, struct scan *out);
-/* Re-read which pages of every scanned file are resident. */
+/* Re-read which pages of every scanned file are resident (mincore), or of file i. */
 void scan_residency(struct scan *s);
+void scan_file_residency(struct scan *s, size_t i);
+/* Page (< f->npages) is resident: its bit set, counted in resident_pages. */
+void file_set_resident(struct scanned_file *f, uint64_t page);
 void scan_free(struct scan *s);
 
 static inline bool resident_inline(const struct scanned_file *f)

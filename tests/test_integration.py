@@ -1317,6 +1317,55 @@ def d_advisory(fs, m):
     check({k: metrics.get(k) for k in want_m} == want_m, 'metrics %s' % metrics)
 
 
+@watch_test('daemon_live_clone_sets')
+def d_live_clone_sets(fs, m):
+    """The live daemon's clone sets follow reads and evictions made while it
+    runs (their residency is the engine's page state, not a scan): a whole
+    clone set and a sparse one (holes: read from mincore), every figure
+    against mincore after the changes."""
+    a, b, c, d = four_clones(m)
+    g, h = m + '/g', m + '/h'
+    with open(g, 'wb') as fh:                        # holes at the same offsets
+        fh.truncate(4 * MiB)
+        fh.seek(MiB)
+        fh.write(data(MiB, 3))
+        os.fsync(fh.fileno())
+    reflink(g, h)
+    cold(m, fs)
+    read_range(a)                                    # before the daemon: seeded
+    p = spawn([BIN, 'daemon', '--json', '-d', '0.3', m], stdin=subprocess.DEVNULL,
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = json.loads(p.stdout.readline() or 'null')
+        check(first and first['live'], 'not live: %r %r' % (first, p.poll()))
+        read_range(b)
+        read_range(c, 0, 2 * MiB, exact=True)
+        drop(a, 0, 3 * MiB)                          # removals: a keeps 5 MiB
+        read_range(g, MiB, 512 * 1024, exact=True)
+        read_range(h, MiB + 256 * 1024, 512 * 1024, exact=True)
+        read_range(h, 0, 64 * 1024, exact=True)      # zeros of a hole: no copy of g's
+        time.sleep(0.5)
+        for _ in range(3):                           # frames made after the changes
+            j = json.loads(p.stdout.readline())
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    sets = {tuple(sorted(x['members'])): x for x in j['clone_sets']}
+    check(sorted(sets) == sorted([tuple(sorted([a, b, c, d])), (g, h)]), 'sets %s' % list(sets))
+    for members in sets:
+        vecs = [resident_pages_of(x) for x in members]
+        want_cached = sum(map(sum, vecs)) * PAGE
+        want_saving = sum(max(0, sum(col) - 1) for col in zip(*vecs)) * PAGE
+        got = sets[members]
+        check(got['cached_bytes'] == want_cached and got['saving_bytes'] == want_saving,
+              'set %s: cached %d saving %d, mincore says %d and %d'
+              % (members, got['cached_bytes'], got['saving_bytes'], want_cached, want_saving))
+    check(sets[(g, h)]['saving_bytes'] == 256 * 1024, 'sparse set %s' % sets[(g, h)])
+    check(sets[tuple(sorted([a, b, c, d]))]['saving_bytes'] == 7 * MiB,
+          'clone set %s (a 5 MiB, b 8, c 2: 7 MiB cached twice or more)'
+          % sets[tuple(sorted([a, b, c, d]))])
+
+
 def parse_prometheus(text):
     """{'name{labels}': value} of a Prometheus text file; HELP and TYPE
     must come once per family, before its samples."""
