@@ -31,13 +31,19 @@ static int cmp_layout(const void *a, const void *b)
 	return memcmp(x->runs, y->runs, x->nruns * sizeof(*x->runs));
 }
 
+/* Paths in strcmp order (ties between sets are broken by the donor's). */
+static int cmp_path(const void *a, const void *b)
+{
+	return strcmp(sort_scan->files[*(const size_t *)a].path, sort_scan->files[*(const size_t *)b].path);
+}
+
 static int cmp_saving(const void *a, const void *b)
 {
 	const struct clone_set *x = a, *y = b;
 
 	if (x->saving_bytes != y->saving_bytes)
 		return x->saving_bytes > y->saving_bytes ? -1 : 1;
-	return strcmp(sort_scan->files[x->members[0]].path, sort_scan->files[y->members[0]].path);
+	return x->donor_rank < y->donor_rank ? -1 : x->donor_rank > y->donor_rank;
 }
 
 /* Cached bytes, and what one page cache for all members would save. */
@@ -81,11 +87,58 @@ static bool better_donor(const struct scan *s, size_t a, size_t b,
 	return x->ino < y->ino;
 }
 
-void clone_sets_find(const struct scan *s, uint64_t min_size,
-		     bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx,
-		     struct clone_sets *out)
+static int cmp_index(const void *a, const void *b)
 {
-	size_t *cand = xcalloc(s->nfiles, sizeof(size_t)), n = 0;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static const struct clone_layouts *sort_layouts;
+
+static int cmp_first_member(const void *a, const void *b)
+{
+	size_t x = sort_layouts->files[sort_layouts->first[*(const size_t *)a]];
+	size_t y = sort_layouts->files[sort_layouts->first[*(const size_t *)b]];
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Each set's members by scan index, and the sets by their first: every
+ * report reads the members' records in a few ascending streams, which the
+ * CPU prefetches, not in block order (a cache miss per member).
+ */
+static void in_scan_order(struct clone_layouts *l)
+{
+	size_t *ids = xcalloc(l->nsets ? l->nsets : 1, sizeof(size_t));
+	size_t *files = xcalloc(l->first[l->nsets] ? l->first[l->nsets] : 1, sizeof(size_t));
+	size_t *first = xcalloc(l->nsets + 1, sizeof(size_t)), at = 0;
+
+	for (size_t k = 0; k < l->nsets; k++) {
+		qsort(&l->files[l->first[k]], l->first[k + 1] - l->first[k], sizeof(size_t), cmp_index);
+		ids[k] = k;
+	}
+	sort_layouts = l;
+	qsort(ids, l->nsets, sizeof(*ids), cmp_first_member);
+	for (size_t i = 0; i < l->nsets; i++) {
+		size_t k = ids[i], n = l->first[k + 1] - l->first[k];
+
+		first[i] = at;
+		memcpy(&files[at], &l->files[l->first[k]], n * sizeof(size_t));
+		at += n;
+	}
+	first[l->nsets] = at;
+	free(l->files);
+	free(l->first);
+	free(ids);
+	l->files = files;
+	l->first = first;
+}
+
+void clone_layouts_find(const struct scan *s, uint64_t min_size, struct clone_layouts *out)
+{
+	size_t *cand = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(size_t)), n = 0, kept = 0;
 
 	memset(out, 0, sizeof(*out));
 	for (size_t i = 0; i < s->nfiles; i++)
@@ -93,39 +146,116 @@ void clone_sets_find(const struct scan *s, uint64_t min_size,
 			cand[n++] = i;
 	sort_scan = s;
 	qsort(cand, n, sizeof(*cand), cmp_layout);
-
+	out->first = xcalloc(n / 2 + 1, sizeof(size_t));
 	for (size_t i = 0, j; i < n; i = j) {
-		struct clone_set set = { 0 };
-		size_t donor = 0;
-
 		for (j = i + 1; j < n && cmp_layout(&cand[i], &cand[j]) == 0; j++)
 			;
 		if (j - i < 2)
 			continue;
-		set.nmembers = j - i;
-		set.members = xcalloc(set.nmembers, sizeof(size_t));
-		memcpy(set.members, &cand[i], set.nmembers * sizeof(size_t));
-		for (size_t m = 1; m < set.nmembers; m++)
-			if (better_donor(s, set.members[m], set.members[donor], keep_donor, ctx))
-				donor = m;
-		set.members[donor] = set.members[0];
-		set.members[0] = cand[i + donor];
-		set.size = s->files[set.members[0]].size;
-		measure(s, &set);
-		out->sets = xrealloc(out->sets, out->nsets + 1, sizeof(*out->sets));
-		out->sets[out->nsets++] = set;
-		out->files += set.nmembers;
-		out->saving_bytes += set.saving_bytes;
+		out->first[out->nsets++] = kept;
+		memmove(&cand[kept], &cand[i], (j - i) * sizeof(*cand));
+		kept += j - i;
 	}
-	if (out->nsets)
-		qsort(out->sets, out->nsets, sizeof(*out->sets), cmp_saving);
-	free(cand);
+	out->first[out->nsets] = kept;
+	out->files = cand;
+	in_scan_order(out);
+	/* the members' paths ranked once: a report breaks ties between sets with integers */
+	size_t *by_path = xcalloc(kept ? kept : 1, sizeof(size_t));
+
+	memcpy(by_path, out->files, kept * sizeof(size_t));
+	qsort(by_path, kept, sizeof(*by_path), cmp_path);
+	out->path_rank = xcalloc(s->nfiles ? s->nfiles : 1, sizeof(uint32_t));
+	for (size_t k = 0; k < kept; k++)
+		out->path_rank[by_path[k]] = k;
+	free(by_path);
+}
+
+void clone_layouts_free(struct clone_layouts *l)
+{
+	free(l->files);
+	free(l->first);
+	free(l->path_rank);
+	free(l->order);
+	memset(l, 0, sizeof(*l));
+}
+
+/* Orders set ids by their sets, most saving first (qsort_r: sorts ids, not 56-byte sets). */
+static int cmp_saving_id(const void *a, const void *b, void *sets)
+{
+	const struct clone_set *v = sets;
+
+	return cmp_saving(&v[*(const size_t *)a], &v[*(const size_t *)b]);
+}
+
+/*
+ * The sets in order: by the last report's order when it still holds (a
+ * report where no cache changed sorts nothing), else sorted again.
+ */
+static void order_sets(struct clone_layouts *l, struct clone_sets *out)
+{
+	struct clone_set *sorted;
+	bool holds = l->order != NULL;
+
+	if (!l->order)
+		l->order = xcalloc(l->nsets ? l->nsets : 1, sizeof(size_t));
+	for (size_t i = 0; holds && i + 1 < l->nsets; i++)
+		holds = cmp_saving(&out->sets[l->order[i]], &out->sets[l->order[i + 1]]) < 0;
+	if (!holds) {
+		for (size_t k = 0; k < l->nsets; k++)
+			l->order[k] = k;
+		qsort_r(l->order, l->nsets, sizeof(size_t), cmp_saving_id, out->sets);
+	}
+	sorted = xcalloc(l->nsets ? l->nsets : 1, sizeof(*sorted));
+	for (size_t i = 0; i < l->nsets; i++)
+		sorted[i] = out->sets[l->order[i]];
+	free(out->sets);
+	out->sets = sorted;
+}
+
+void clone_sets_measure(const struct scan *s, struct clone_layouts *l,
+			bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx,
+			struct clone_sets *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->nsets = l->nsets;
+	out->sets = xcalloc(l->nsets ? l->nsets : 1, sizeof(*out->sets));
+	out->members = xcalloc(l->first[l->nsets] ? l->first[l->nsets] : 1, sizeof(size_t));
+	memcpy(out->members, l->files, l->first[l->nsets] * sizeof(size_t));
+	for (size_t k = 0; k < l->nsets; k++) {
+		struct clone_set *set = &out->sets[k];
+		size_t donor = 0, first;
+
+		set->members = out->members + l->first[k];
+		set->nmembers = l->first[k + 1] - l->first[k];
+		for (size_t m = 1; m < set->nmembers; m++)
+			if (better_donor(s, set->members[m], set->members[donor], keep_donor, ctx))
+				donor = m;
+		first = set->members[donor];
+		set->members[donor] = set->members[0];
+		set->members[0] = first;
+		set->size = s->files[first].size;
+		set->donor_rank = l->path_rank[first];
+		measure(s, set);
+		out->files += set->nmembers;
+		out->saving_bytes += set->saving_bytes;
+	}
+	order_sets(l, out);
+}
+
+void clone_sets_find(const struct scan *s, uint64_t min_size,
+		     bool (*keep_donor)(const struct scanned_file *f, void *ctx), void *ctx,
+		     struct clone_sets *out)
+{
+	struct clone_layouts l;
+
+	clone_layouts_find(s, min_size, &l);
+	clone_sets_measure(s, &l, keep_donor, ctx, out);
+	clone_layouts_free(&l);
 }
 
 void clone_sets_free(struct clone_sets *cs)
 {
-	for (size_t i = 0; i < cs->nsets; i++)
-		free(cs->sets[i].members);
 	free(cs->sets);
+	free(cs->members);
 	memset(cs, 0, sizeof(*cs));
 }

@@ -806,6 +806,10 @@ struct source {
 	bool live;
 	struct tracker t;
 	uint64_t generation;   /* the tracker's, at the last report */
+	/* which files form clone sets: found once per scan, so once per rebuild when live */
+	struct clone_layouts layouts;
+	uint64_t layouts_generation;
+	bool have_layouts;
 	/* snapshot */
 	struct scan s;
 	struct extmap m;
@@ -840,6 +844,10 @@ static int source_start(struct source *src, const struct daemon_opts *o)
 
 static void source_release(struct source *src)
 {
+	if (!src->live && src->have_layouts) { /* a snapshot's: the next report scans again */
+		clone_layouts_free(&src->layouts);
+		src->have_layouts = false;
+	}
 	if (src->have_scan) {
 		scan_free(&src->s);
 		extmap_free(&src->m);
@@ -850,9 +858,28 @@ static void source_release(struct source *src)
 static void source_stop(struct source *src)
 {
 	source_release(src);
+	if (src->have_layouts)
+		clone_layouts_free(&src->layouts);
+	src->have_layouts = false;
 	if (src->live)
 		tracker_stop(&src->t);
 	src->live = false;
+}
+
+/* The clone sets of the gathered scan, with its residency now. */
+static void source_clone_sets(struct source *src, const struct daemon_opts *o, const struct scan *s,
+			      struct policy *pol, struct clone_sets *cs)
+{
+	if (src->have_layouts && src->layouts_generation != src->generation) {
+		clone_layouts_free(&src->layouts);
+		src->have_layouts = false;
+	}
+	if (!src->have_layouts) {
+		clone_layouts_find(s, o->min_size, &src->layouts);
+		src->layouts_generation = src->generation;
+		src->have_layouts = true;
+	}
+	clone_sets_measure(s, &src->layouts, pol ? policy_was_donor : NULL, pol, cs);
 }
 
 /* Between reports: the live engine acts on changes as they come. */
@@ -880,6 +907,7 @@ static int source_gather(struct source *src, struct daemon_opts *o, struct figur
 		/* Residency now, for the clone sets: the engine's, no system call per file. */
 		engine_residency(src->t.engine, &src->t.scan);
 		engine_counts(src->t.engine, &counts);
+		counts.groups_unordered = true; /* the daemon lists filesystems and clone sets, no groups */
 		stats_build(&src->t.scan, &src->t.map, &counts, &fg->st);
 		engine_sample(src->t.engine, &fg->es);
 		engine_window(src->t.engine, &fg->w);
@@ -1109,7 +1137,7 @@ int cmd_daemon(int argc, char **argv)
 			break;
 		s = fg.scan;
 		input_lost |= s->input_lost;
-		clone_sets_find(s, o.min_size, pol ? policy_was_donor : NULL, pol, &fg.cs);
+		source_clone_sets(&src, &o, s, pol, &fg.cs);
 		if (pol) {
 			int err = policy_update(pol, s, &fg.cs, &e.map);
 

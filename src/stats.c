@@ -101,7 +101,8 @@ void stats_build(const struct scan *s, const struct extmap *m, const struct dup_
 	}
 	build_fs(s, st);
 	sort_scan = s;
-	qsort(st->groups, st->ngroups, sizeof(*st->groups), cmp_group);
+	if (!c->groups_unordered)
+		qsort(st->groups, st->ngroups, sizeof(*st->groups), cmp_group);
 }
 
 void stats_from_snapshot(const struct scan *s, const struct extmap *m, struct dup_stats *st)

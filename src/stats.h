@@ -35,7 +35,7 @@ struct dup_stats {
 	uint64_t shared_bytes;
 	uint64_t cached_bytes;
 	uint64_t dup_bytes;
-	struct group_stats *groups; /* sorted: most dup_bytes first */
+	struct group_stats *groups; /* sorted: most dup_bytes first (unless groups_unordered) */
 	uint32_t *members;          /* all groups' members: the groups' arrays are in here */
 	size_t ngroups;
 	uint64_t *file_cached_bytes; /* per scan->files entry */
@@ -49,6 +49,7 @@ struct dup_stats {
 struct dup_counts {
 	const uint64_t *file_resident; /* per file; NULL: the scan's resident_pages */
 	const uint64_t *group_dup;     /* per extmap group */
+	bool groups_unordered;         /* the caller lists no groups: they stay in id order, unsorted */
 };
 
 /*

@@ -134,6 +134,53 @@ static void holes_and_unwritten(void **state)
 	clone_sets_free(&cs);
 }
 
+/*
+ * One layout, measured again after the residency changed: the order of the
+ * sets follows (the last order is kept only while it still holds), ties by
+ * donor path, and the figures are the new ones.
+ */
+static void reports_from_one_layout(void **state)
+{
+	static struct page_run run_x[] = { { 0, 500, 4 } }, run_y[] = { { 0, 900, 4 } };
+	struct scanned_file files[] = {
+		file("/y1", 1, run_y, 1, &res_first),
+		file("/x1", 1, run_x, 1, &res_all),
+		file("/y2", 1, run_y, 1, &res_first),
+		file("/x2", 1, run_x, 1, &res_all),
+	};
+	struct scan s = { .files = files, .nfiles = 4, .page_size = P };
+	struct clone_layouts l;
+	struct clone_sets cs;
+
+	(void)state;
+	clone_layouts_find(&s, 1, &l);
+	assert_int_equal(l.nsets, 2);
+	clone_sets_measure(&s, &l, NULL, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/x1"); /* saves 4 pages */
+	assert_int_equal(cs.sets[0].saving_bytes, 4 * P);
+	assert_int_equal(cs.sets[1].saving_bytes, 1 * P);
+	clone_sets_free(&cs);
+	/* the y set gets all four pages twice, the x set none: the order turns */
+	files[0].resident.bits = files[2].resident.bits = 0xf;
+	files[0].resident_pages = files[2].resident_pages = 4;
+	files[1].resident.bits = files[3].resident.bits = 0;
+	files[1].resident_pages = files[3].resident_pages = 0;
+	clone_sets_measure(&s, &l, NULL, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/y1");
+	assert_int_equal(cs.sets[0].saving_bytes, 4 * P);
+	assert_int_equal(cs.sets[1].saving_bytes, 0);
+	assert_int_equal(cs.saving_bytes, 4 * P);
+	clone_sets_free(&cs);
+	/* a tie: the donor whose path sorts first comes first */
+	files[1].resident.bits = files[3].resident.bits = 0xf;
+	files[1].resident_pages = files[3].resident_pages = 4;
+	clone_sets_measure(&s, &l, NULL, NULL, &cs);
+	assert_string_equal(files[cs.sets[0].members[0]].path, "/x1");
+	assert_string_equal(files[cs.sets[1].members[0]].path, "/y1");
+	clone_sets_free(&cs);
+	clone_layouts_free(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -141,6 +188,7 @@ int main(void)
 		cmocka_unit_test(min_size_and_singletons),
 		cmocka_unit_test(donor_choice),
 		cmocka_unit_test(holes_and_unwritten),
+		cmocka_unit_test(reports_from_one_layout),
 	};
 
 	return cmocka_run_group_tests_name("clones", tests, NULL, NULL);
