@@ -17,6 +17,8 @@
 #      3c: 1,000,000, and its cost per file against 3b's)
 #   4  kernel map memory and userspace RSS of the engine, per GiB of tracked
 #      shared data
+#   5  CPU of `top -b -d 1` and of the advisory `daemon -d 1` on TOP_FILES
+#      (default 100,000) small files
 #
 # Environment: BENCH_COLD_REPS (off/on pairs of cold-read samples, default 31),
 # BENCH_COLD_PASSES (cold reads of the 1 GiB tree per sample, default 1),
@@ -668,37 +670,47 @@ if section 6; then
 	fi
 fi
 
-# ---------------------------------------------------------------- 5: top's own cost
+# ---------------------------------------------------------------- 5: top's and the daemon's own cost
 if section 5; then
-# The view's CPU time between frames, once the scan and the engine are up:
-# a tree of TOP_FILES 4 KiB files, half of them reflinked copies, all read.
+# The CPU time of a live front end between its frames, once the scan and the
+# engine are up: `top -b -d 1`, then the advisory `daemon -d 1` (its clone
+# sets too), on a tree of TOP_FILES 4 KiB files, half of them reflinked
+# copies, all read.
 TOP_FILES=${TOP_FILES:-100000}
 TOP_SECONDS=${TOP_SECONDS:-20}
-say "5: dupcache top -b -d 1 on $TOP_FILES files, CPU over $TOP_SECONDS s"
+# front_end_cpu LABEL FIRST_LINE ARGS...: dupcache ARGS in the background; once
+# it printed FIRST_LINE twice (two frames), its CPU over TOP_SECONDS s.
+front_end_cpu() {
+	local label=$1 first=$2 pid c0 c1 f0 f1 i pct
+	shift 2
+	"$BIN" "$@" >"$WORK/fe.out" 2>"$WORK/fe.err" &
+	pid=$! TOP_PID=$! # the exit trap stops it
+	for ((i = 0; i < 600; i++)); do
+		[ "$(grep -c "^$first" "$WORK/fe.out" 2>/dev/null)" -ge 2 ] && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.2
+	done
+	cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; }
+	c0=$(cpu_ticks) f0=$(grep -c "^$first" "$WORK/fe.out")
+	sleep "$TOP_SECONDS"
+	c1=$(cpu_ticks) f1=$(grep -c "^$first" "$WORK/fe.out")
+	stop_pid "$pid"; TOP_PID=
+	if [ -n "$c0" ] && [ -n "$c1" ] && [ "$f1" -gt "$f0" ]; then
+		pct=$(calc '%.2f' "($c1 - $c0) * 100 / $(getconf CLK_TCK) / $TOP_SECONDS")
+		row "5 $label, $ntop files, 1 s frames: CPU (% of one core)" "$pct ($((f1 - f0)) frames)" "<= 1" "$(status "$pct" '<=' 1)"
+	else
+		row "5 $label CPU" "it did not run: $(head -c 200 "$WORK/fe.err")" "-" "ERR"
+	fi
+}
+say "5: dupcache top -b -d 1 and daemon -d 1 on $TOP_FILES files, CPU over $TOP_SECONDS s each"
 per_dir=$((TOP_FILES / 2 / 100))
 if h mktree "$MNT_B/many/o" 100 "$per_dir" 4096 && cp -r --reflink=always "$MNT_B/many/o" "$MNT_B/many/c"; then
 	find "$MNT_B/many" -type f -print0 | xargs -0 cat >/dev/null
 	ntop=$(find "$MNT_B/many" -type f | wc -l)
-	"$BIN" top -b -d 1 -r 20 "$MNT_B/many" >"$WORK/top.out" 2>"$WORK/top.err" &
-	TOP_PID=$!
-	for ((i = 0; i < 600; i++)); do
-		[ "$(grep -c '^dupcache top' "$WORK/top.out" 2>/dev/null)" -ge 2 ] && break
-		kill -0 "$TOP_PID" 2>/dev/null || break
-		sleep 0.2
-	done
-	cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$TOP_PID/stat" 2>/dev/null; }
-	c0=$(cpu_ticks) f0=$(grep -c '^dupcache top' "$WORK/top.out")
-	sleep "$TOP_SECONDS"
-	c1=$(cpu_ticks) f1=$(grep -c '^dupcache top' "$WORK/top.out")
-	stop_pid "$TOP_PID"; TOP_PID=
-	if [ -n "$c0" ] && [ -n "$c1" ] && [ "$f1" -gt "$f0" ]; then
-		pct=$(calc '%.2f' "($c1 - $c0) * 100 / $(getconf CLK_TCK) / $TOP_SECONDS")
-		row "5 dupcache top, $ntop files, 1 s frames: CPU (% of one core)" "$pct ($((f1 - f0)) frames)" "<= 1" "$(status "$pct" '<=' 1)"
-	else
-		row "5 dupcache top CPU" "top did not run: $(head -c 200 "$WORK/top.err")" "-" "ERR"
-	fi
+	front_end_cpu "dupcache top" "dupcache top" top -b -d 1 -r 20 "$MNT_B/many"
+	front_end_cpu "dupcache daemon (advisory, live)" "dupcache daemon" daemon -d 1 "$MNT_B/many"
 else
-	row "5 dupcache top CPU" "creating the $TOP_FILES-file tree failed" "-" "ERR"
+	row "5 dupcache top/daemon CPU" "creating the $TOP_FILES-file tree failed" "-" "ERR"
 fi
 fi
 

@@ -176,6 +176,7 @@ void clone_layouts_free(struct clone_layouts *l)
 	free(l->first);
 	free(l->path_rank);
 	free(l->order);
+	free(l->key);
 	memset(l, 0, sizeof(*l));
 }
 
@@ -187,29 +188,53 @@ static int cmp_saving_id(const void *a, const void *b, void *sets)
 	return cmp_saving(&v[*(const size_t *)a], &v[*(const size_t *)b]);
 }
 
+static bool same_key(const struct clone_key *k, const struct clone_set *set)
+{
+	return k->saving_bytes == set->saving_bytes && k->donor_rank == set->donor_rank;
+}
+
 /*
- * The sets in order: by the last report's order when it still holds (a
- * report where no cache changed sorts nothing), else sorted again.
+ * The sets in order, most saving first.  Only the sets whose key moved since
+ * the last report are sorted, then merged with the others, which keep their
+ * order: a report costs O(sets + moved log moved), not a sort of them all.
  */
 static void order_sets(struct clone_layouts *l, struct clone_sets *out)
 {
+	size_t n = l->nsets, nkeep = 0, nmoved = 0, i = 0, j = 0, k = 0;
+	size_t *keep = xcalloc(n ? n : 1, sizeof(size_t)), *moved = xcalloc(n ? n : 1, sizeof(size_t));
 	struct clone_set *sorted;
-	bool holds = l->order != NULL;
 
-	if (!l->order)
-		l->order = xcalloc(l->nsets ? l->nsets : 1, sizeof(size_t));
-	for (size_t i = 0; holds && i + 1 < l->nsets; i++)
-		holds = cmp_saving(&out->sets[l->order[i]], &out->sets[l->order[i + 1]]) < 0;
-	if (!holds) {
-		for (size_t k = 0; k < l->nsets; k++)
-			l->order[k] = k;
-		qsort_r(l->order, l->nsets, sizeof(size_t), cmp_saving_id, out->sets);
+	if (!l->order) {
+		l->order = xcalloc(n ? n : 1, sizeof(size_t));
+		l->key = xcalloc(n ? n : 1, sizeof(*l->key));
+		for (size_t id = 0; id < n; id++)
+			moved[nmoved++] = id;
+	} else {
+		for (size_t x = 0; x < n; x++) {
+			size_t id = l->order[x];
+
+			if (same_key(&l->key[id], &out->sets[id]))
+				keep[nkeep++] = id;
+			else
+				moved[nmoved++] = id;
+		}
 	}
-	sorted = xcalloc(l->nsets ? l->nsets : 1, sizeof(*sorted));
-	for (size_t i = 0; i < l->nsets; i++)
-		sorted[i] = out->sets[l->order[i]];
+	qsort_r(moved, nmoved, sizeof(size_t), cmp_saving_id, out->sets);
+	while (i < nkeep || j < nmoved)
+		l->order[k++] = j == nmoved || (i < nkeep && cmp_saving(&out->sets[keep[i]],
+								       &out->sets[moved[j]]) < 0)
+					? keep[i++] : moved[j++];
+	sorted = xcalloc(n ? n : 1, sizeof(*sorted));
+	for (size_t x = 0; x < n; x++) {
+		const struct clone_set *set = &out->sets[l->order[x]];
+
+		l->key[l->order[x]] = (struct clone_key){ set->saving_bytes, set->donor_rank };
+		sorted[x] = *set;
+	}
 	free(out->sets);
 	out->sets = sorted;
+	free(keep);
+	free(moved);
 }
 
 void clone_sets_measure(const struct scan *s, struct clone_layouts *l,

@@ -42,7 +42,9 @@ struct clone_layouts {
 	size_t *first;        /* set k's files are files[first[k]] .. files[first[k + 1] - 1] */
 	size_t nsets;
 	uint32_t *path_rank;  /* per scan file: its path's place in strcmp order (members only) */
-	size_t *order;        /* set ids in the last measure's order: if it still holds, no sort */
+	/* the last measure's order of set ids, and each set's sort key then */
+	size_t *order;
+	struct clone_key { uint64_t saving_bytes; uint32_t donor_rank; } *key;
 };
 
 void clone_layouts_find(const struct scan *s, uint64_t min_size, struct clone_layouts *out);
